@@ -1,0 +1,1 @@
+//! artifact (to be written)

@@ -1,0 +1,1 @@
+//! folds (to be written)

@@ -1,0 +1,1 @@
+//! gradient (to be written)

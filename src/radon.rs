@@ -1,0 +1,1 @@
+//! radon (to be written)

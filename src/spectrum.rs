@@ -1,0 +1,1 @@
+//! spectrum (to be written)
