@@ -1,13 +1,12 @@
 //! Convolution and pooling kernels used by the models. Every model calls these functions, never
 //! candle's ops directly, so that a faster CPU path can be switched on and off in one place
 //! and compared with stock candle (issue: CPU speed).
+//!
+//! - [`conv`]: 2-D convolution (stock candle, or the fast CPU path);
+//! - [`pool`]: max and average pooling with a correct backward for any kernel/stride.
 
-use candle_core::Tensor;
+pub mod conv;
+pub mod pool;
 
-use crate::error::Result;
-
-/// 2-D convolution, NCHW input `x` (N, C_in, H, W) and OIHW kernel `w` (C_out, C_in, kH, kW),
-/// symmetric zero padding, no dilation, no groups. Differentiable.
-pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    Ok(x.conv2d(w, padding, stride, 1, 1)?)
-}
+pub use conv::conv2d;
+pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
