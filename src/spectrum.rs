@@ -319,7 +319,9 @@ impl Plan {
         let half = self.fft.forward_real_half(plane, scratch)?;
         let mut sums = vec![0.0; self.rings + 1];
         let value = |c: &Complex64| match psd.scale {
-            Scale::Amplitude => c.norm(),
+            // sqrt of the square sum, not `norm()`: that is `hypot`, several times slower, and
+            // its overflow guard is useless at these magnitudes.
+            Scale::Amplitude => c.norm_sqr().sqrt(),
             Scale::Power => c.norm_sqr(),
         };
         for ((c, &a), &b) in half.iter().zip(&self.ring_a).zip(&self.ring_b) {
