@@ -13,7 +13,9 @@ const N: usize = 64;
 
 fn batch(side: usize) -> ImageBatch {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let data = (0..N * side * side).map(|_| rng.random::<f32>() - 0.5).collect();
+    let data = (0..N * side * side)
+        .map(|_| rng.random::<f32>() - 0.5)
+        .collect();
     ImageBatch::new([N, 1, side, side], data).unwrap()
 }
 

@@ -960,7 +960,7 @@ mod tests {
         .compute(&batch, None)
         .unwrap();
         for i in 0..3 {
-            let mut acc = vec![0.0; 8];
+            let mut acc = [0.0; 8];
             for ch in 0..3 {
                 let img = Image::new(16, 20, batch.plane(i, ch).to_vec()).unwrap();
                 for (a, v) in acc.iter_mut().zip(d.radial_profile(&img).unwrap()) {
