@@ -175,7 +175,11 @@ impl Artifact {
                     return Err(Error::param("angle_deg", angle_deg, "must be finite"));
                 }
                 if !(amplitude.is_finite() && amplitude >= 0.0) {
-                    return Err(Error::param("amplitude", amplitude, "must be finite and >= 0"));
+                    return Err(Error::param(
+                        "amplitude",
+                        amplitude,
+                        "must be finite and >= 0",
+                    ));
                 }
                 if let Some(p) = phase {
                     if !p.is_finite() {
@@ -222,13 +226,25 @@ impl Artifact {
                 patch_distance,
             } => {
                 if !(h_factor.is_finite() && h_factor >= 0.0) {
-                    return Err(Error::param("h_factor", h_factor, "must be finite and >= 0"));
+                    return Err(Error::param(
+                        "h_factor",
+                        h_factor,
+                        "must be finite and >= 0",
+                    ));
                 }
-                if patch_size < 3 || patch_size % 2 == 0 {
-                    return Err(Error::param("patch_size", patch_size, "must be odd and >= 3"));
+                if patch_size < 3 || patch_size.is_multiple_of(2) {
+                    return Err(Error::param(
+                        "patch_size",
+                        patch_size,
+                        "must be odd and >= 3",
+                    ));
                 }
                 if patch_distance < 1 {
-                    return Err(Error::param("patch_distance", patch_distance, "must be >= 1"));
+                    return Err(Error::param(
+                        "patch_distance",
+                        patch_distance,
+                        "must be >= 1",
+                    ));
                 }
                 Ok(())
             }
@@ -281,16 +297,14 @@ impl Artifact {
                 amplitude,
                 phase,
             } => {
-                let phase =
-                    phase.unwrap_or_else(|| rng.random::<f64>() * std::f64::consts::TAU);
+                let phase = phase.unwrap_or_else(|| rng.random::<f64>() * std::f64::consts::TAU);
                 let (s, c) = angle_deg.to_radians().sin_cos();
                 let (fx, fy) = (0.5 * omega * c, 0.5 * omega * s);
                 let tau = std::f64::consts::TAU;
                 let mut out = image.clone();
                 for y in 0..image.height {
                     for x in 0..image.width {
-                        let g = amplitude
-                            * (tau * (fx * x as f64 + fy * y as f64) + phase).sin();
+                        let g = amplitude * (tau * (fx * x as f64 + fy * y as f64) + phase).sin();
                         out.data[y * image.width + x] += g as f32;
                     }
                 }
@@ -302,7 +316,14 @@ impl Artifact {
                 filter,
                 noise_only,
                 ..
-            } => photon_noise_sinogram(image, n0, angles.unwrap_or(180), filter, noise_only, &mut rng),
+            } => photon_noise_sinogram(
+                image,
+                n0,
+                angles.unwrap_or(180),
+                filter,
+                noise_only,
+                &mut rng,
+            ),
             Artifact::PhotonNoiseImage { n0, .. } => {
                 let mut out = image.clone();
                 for v in out.data.iter_mut() {
@@ -366,7 +387,12 @@ impl Artifact {
                 amplitude,
                 phase,
             } => {
-                let mut s = format!("grating-w{}-a{}-amp{}", num(omega), num(angle_deg), num(amplitude));
+                let mut s = format!(
+                    "grating-w{}-a{}-amp{}",
+                    num(omega),
+                    num(angle_deg),
+                    num(amplitude)
+                );
                 if let Some(p) = phase {
                     s += &format!("-ph{}", num(p));
                 }
@@ -594,11 +620,19 @@ pub fn nl_means(
     h: f64,
     exp: NlmExp,
 ) -> Result<Image> {
-    if patch_size < 3 || patch_size % 2 == 0 {
-        return Err(Error::param("patch_size", patch_size, "must be odd and >= 3"));
+    if patch_size < 3 || patch_size.is_multiple_of(2) {
+        return Err(Error::param(
+            "patch_size",
+            patch_size,
+            "must be odd and >= 3",
+        ));
     }
     if patch_distance < 1 {
-        return Err(Error::param("patch_distance", patch_distance, "must be >= 1"));
+        return Err(Error::param(
+            "patch_distance",
+            patch_distance,
+            "must be >= 1",
+        ));
     }
     if !(h.is_finite() && h >= 0.0) {
         return Err(Error::param("h", h, "must be finite and >= 0"));
@@ -721,7 +755,10 @@ mod tests {
                 }
             }
         }
-        sum.iter().zip(&cnt).map(|(s, &c)| s / c.max(1) as f64).collect()
+        sum.iter()
+            .zip(&cnt)
+            .map(|(s, &c)| s / c.max(1) as f64)
+            .collect()
     }
 
     fn all_artifacts() -> Vec<Artifact> {
@@ -934,7 +971,10 @@ mod tests {
             let p = ring_power(&g.apply(&flat, 3).unwrap());
             let peak = (1..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
             let k = (omega * n as f64 / 2.0).round() as usize;
-            assert!(peak.abs_diff(k) <= tol, "omega {omega} angle {angle}: peak {peak} vs {k}");
+            assert!(
+                peak.abs_diff(k) <= tol,
+                "omega {omega} angle {angle}: peak {peak} vs {k}"
+            );
         }
         // Orientation: angle 0 varies along x only.
         let g = Artifact::Grating {
@@ -977,7 +1017,11 @@ mod tests {
             let lo = sum(&after, k_low.clone()) / sum(&before, k_low.clone());
             // Measured: NLM 0.60 (h = 2 sigma_hat on white noise of std 0.014), the low-passes
             // well below 0.1 (they cut the whole band).
-            let bound = if matches!(a, Artifact::Denoise { .. }) { 0.7 } else { 0.2 };
+            let bound = if matches!(a, Artifact::Denoise { .. }) {
+                0.7
+            } else {
+                0.2
+            };
             assert!(hi < bound, "{a:?}: high-ring power ratio {hi}");
             assert!(lo > 0.8, "{a:?}: low-ring power ratio {lo}");
         }
@@ -1034,7 +1078,9 @@ mod tests {
             a[2].baseline(),
             Some(Artifact::PhotonNoiseImage { n0, .. }) if n0 == 1e6
         ));
-        assert!(a[0].baseline().is_none() && a[3].baseline().is_none() && a[4].baseline().is_none());
+        assert!(
+            a[0].baseline().is_none() && a[3].baseline().is_none() && a[4].baseline().is_none()
+        );
         assert_eq!(a[1].count_ratio(), Some(100.0));
     }
 
@@ -1044,7 +1090,8 @@ mod tests {
         labels.push(at_strength_zero(&all_artifacts()[1]).label());
         for l in &labels {
             assert!(
-                l.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+                l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
                 "{l}"
             );
         }
@@ -1063,9 +1110,10 @@ mod tests {
             let j = serde_json::to_string(&a).unwrap();
             assert_eq!(serde_json::from_str::<Artifact>(&j).unwrap(), a, "{j}");
         }
-        let a: Artifact =
-            serde_json::from_str(r#"{"kind":"low_pass","shape":"butterworth","order":2,"cutoff":0.25}"#)
-                .unwrap();
+        let a: Artifact = serde_json::from_str(
+            r#"{"kind":"low_pass","shape":"butterworth","order":2,"cutoff":0.25}"#,
+        )
+        .unwrap();
         assert_eq!(
             a,
             Artifact::LowPass {
@@ -1090,7 +1138,9 @@ mod tests {
     fn sigma_estimate_tracks_gaussian_noise() {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let normal = rand_distr::Normal::new(0.0f64, 0.1).unwrap();
-        let data = (0..64 * 64).map(|_| (0.5 + normal.sample(&mut rng)) as f32).collect();
+        let data = (0..64 * 64)
+            .map(|_| (0.5 + normal.sample(&mut rng)) as f32)
+            .collect();
         let img = Image::new(64, 64, data).unwrap();
         let s = estimate_sigma(&img);
         assert!((s - 0.1).abs() < 0.01, "{s}");

@@ -78,7 +78,11 @@ impl Degradation {
     /// Validates `level` in [0, 1] (error names `level`) and the artifact.
     pub fn new(artifact: Artifact, level: f64, positive_class: u32, seed: u64) -> Result<Self> {
         if !(level.is_finite() && (0.0..=1.0).contains(&level)) {
-            return Err(Error::param("level", level, "degradation level must be in [0, 1]"));
+            return Err(Error::param(
+                "level",
+                level,
+                "degradation level must be in [0, 1]",
+            ));
         }
         artifact.validate()?;
         Ok(Self {
@@ -96,7 +100,11 @@ impl Degradation {
 
     fn check(&self, set: &PatchSet) -> Result<()> {
         if !(self.level.is_finite() && (0.0..=1.0).contains(&self.level)) {
-            return Err(Error::param("level", self.level, "degradation level must be in [0, 1]"));
+            return Err(Error::param(
+                "level",
+                self.level,
+                "degradation level must be in [0, 1]",
+            ));
         }
         self.artifact.validate()?;
         if self.positive_class as usize >= set.num_classes() {
@@ -112,9 +120,13 @@ impl Degradation {
     /// The indices of `set` whose positives get the artifact under the training rule, sorted.
     pub fn chosen(&self, set: &PatchSet) -> Result<Vec<usize>> {
         self.check(set)?;
-        let mut pos: Vec<usize> = (0..set.len()).filter(|&i| set.labels[i] == self.positive_class).collect();
+        let mut pos: Vec<usize> = (0..set.len())
+            .filter(|&i| set.labels[i] == self.positive_class)
+            .collect();
         let n = self.shortcut_count(pos.len());
-        pos.shuffle(&mut ChaCha8Rng::seed_from_u64(splitmix64(self.seed ^ 0xc405_e11e)));
+        pos.shuffle(&mut ChaCha8Rng::seed_from_u64(splitmix64(
+            self.seed ^ 0xc405_e11e,
+        )));
         let mut chosen = pos[..n].to_vec();
         chosen.sort_unstable();
         Ok(chosen)
@@ -164,7 +176,13 @@ impl Degradation {
         let ood_roles: Vec<Role> = set
             .labels
             .iter()
-            .map(|&l| if l == self.positive_class { Role::Other } else { Role::Shortcut })
+            .map(|&l| {
+                if l == self.positive_class {
+                    Role::Other
+                } else {
+                    Role::Shortcut
+                }
+            })
             .collect();
         let (ood, ood_applied) = self.apply_roles(set, &ood_roles)?;
         let clean_roles: Vec<Role> = (0..set.len()).map(|_| Role::Other).collect();
@@ -220,7 +238,9 @@ mod tests {
     }
 
     fn changed(a: &PatchSet, b: &PatchSet) -> Vec<usize> {
-        (0..a.len()).filter(|&i| a.pixels_of(i) != b.pixels_of(i)).collect()
+        (0..a.len())
+            .filter(|&i| a.pixels_of(i) != b.pixels_of(i))
+            .collect()
     }
 
     #[test]
@@ -237,7 +257,12 @@ mod tests {
             assert!(rec.iter().all(|r| r.artifact == grating().label()));
             assert_eq!(out.labels, s.labels);
         }
-        assert_eq!(Degradation::new(grating(), 0.5, 1, 0).unwrap().shortcut_count(37), 19);
+        assert_eq!(
+            Degradation::new(grating(), 0.5, 1, 0)
+                .unwrap()
+                .shortcut_count(37),
+            19
+        );
     }
 
     #[test]
@@ -247,7 +272,10 @@ mod tests {
         let t = d.test_sets(&s).unwrap();
         let neg: Vec<usize> = (0..s.len()).filter(|&i| s.labels[i] == 0).collect();
         assert_eq!(changed(&s, &t.ood), neg);
-        assert_eq!(t.ood_applied.iter().map(|r| r.index).collect::<Vec<_>>(), neg);
+        assert_eq!(
+            t.ood_applied.iter().map(|r| r.index).collect::<Vec<_>>(),
+            neg
+        );
         assert!(changed(&s, &t.clean).is_empty() && t.clean_applied.is_empty());
         assert_eq!(t.iid, d.inject(&s).unwrap().0);
         assert_eq!(t.iid_applied.len(), 16);
@@ -271,9 +299,16 @@ mod tests {
         assert_eq!(rec.iter().filter(|r| r.artifact == base).count(), 18);
         let t = d.test_sets(&s).unwrap();
         assert!(t.clean_applied.iter().all(|r| r.artifact == base) && t.clean_applied.len() == 20);
-        let ood_short: Vec<usize> =
-            t.ood_applied.iter().filter(|r| r.artifact == a.label()).map(|r| r.index).collect();
-        assert_eq!(ood_short, (0..20).filter(|&i| s.labels[i] == 0).collect::<Vec<_>>());
+        let ood_short: Vec<usize> = t
+            .ood_applied
+            .iter()
+            .filter(|r| r.artifact == a.label())
+            .map(|r| r.index)
+            .collect();
+        assert_eq!(
+            ood_short,
+            (0..20).filter(|&i| s.labels[i] == 0).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -284,8 +319,14 @@ mod tests {
             baseline_n0: 1e6,
         };
         let d = Degradation::new(a, 0.5, 1, 21).unwrap();
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let three = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
         let x = one.install(|| d.inject(&s).unwrap());
         let y = three.install(|| d.inject(&s).unwrap());
         assert_eq!(x, y);
@@ -298,14 +339,18 @@ mod tests {
     #[test]
     fn bad_parameters_are_errors() {
         for bad in [-0.1, 1.5, f64::NAN] {
-            let e = Degradation::new(grating(), bad, 1, 0).unwrap_err().to_string();
+            let e = Degradation::new(grating(), bad, 1, 0)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("`level`"), "{e}");
         }
         let bad_art = Artifact::LowPass {
             shape: FilterShape::Ideal,
             cutoff: 2.0,
         };
-        let e = Degradation::new(bad_art, 0.5, 1, 0).unwrap_err().to_string();
+        let e = Degradation::new(bad_art, 0.5, 1, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`cutoff`"), "{e}");
         let d = Degradation::new(grating(), 0.5, 4, 0).unwrap();
         let e = d.inject(&set(2, 2)).unwrap_err().to_string();

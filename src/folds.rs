@@ -36,7 +36,13 @@ struct GroupInfo {
 }
 
 /// Greedy stratified assignment of `groups` (indices into `info`) into `parts` parts.
-fn assign(info: &[GroupInfo], groups: &[usize], parts: usize, n_classes: usize, seed: u64) -> Vec<Vec<usize>> {
+fn assign(
+    info: &[GroupInfo],
+    groups: &[usize],
+    parts: usize,
+    n_classes: usize,
+    seed: u64,
+) -> Vec<Vec<usize>> {
     let mut order = groups.to_vec();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     order.sort_by_key(|&g| std::cmp::Reverse(info[g].members.len()));
@@ -62,8 +68,8 @@ fn assign(info: &[GroupInfo], groups: &[usize], parts: usize, n_classes: usize, 
                 })
                 .sum();
             // Compare with a small tolerance so that round-off never decides a tie.
-            let better = delta < best.0 - 1e-9
-                || ((delta - best.0).abs() <= 1e-9 && sizes[f] < best.1);
+            let better =
+                delta < best.0 - 1e-9 || ((delta - best.0).abs() <= 1e-9 && sizes[f] < best.1);
             if better {
                 best = (delta, sizes[f], f);
             }
@@ -83,7 +89,12 @@ fn assign(info: &[GroupInfo], groups: &[usize], parts: usize, n_classes: usize, 
 /// Errors: `labels` and `groups` of different lengths or empty; `k < 2`; fewer distinct groups
 /// than `k`; for `k = 2`, a fold with a single group (no group left for validation).
 /// Deterministic given `seed`.
-pub fn stratified_group_kfold(labels: &[u32], groups: &[u32], k: usize, seed: u64) -> Result<Vec<FoldSplit>> {
+pub fn stratified_group_kfold(
+    labels: &[u32],
+    groups: &[u32],
+    k: usize,
+    seed: u64,
+) -> Result<Vec<FoldSplit>> {
     if labels.len() != groups.len() {
         return Err(Error::Shape {
             what: "stratified_group_kfold labels and groups".into(),
@@ -116,13 +127,19 @@ pub fn stratified_group_kfold(labels: &[u32], groups: &[u32], k: usize, seed: u6
         return Err(Error::param(
             "k",
             k,
-            format!("only {} distinct groups: need at least one group per fold", info.len()),
+            format!(
+                "only {} distinct groups: need at least one group per fold",
+                info.len()
+            ),
         ));
     }
     let all: Vec<usize> = (0..info.len()).collect();
     let folds = assign(&info, &all, k, n_classes, seed);
     let members = |gs: &[usize]| -> Vec<usize> {
-        let mut v: Vec<usize> = gs.iter().flat_map(|&g| info[g].members.iter().copied()).collect();
+        let mut v: Vec<usize> = gs
+            .iter()
+            .flat_map(|&g| info[g].members.iter().copied())
+            .collect();
         v.sort_unstable();
         v
     };
@@ -142,10 +159,13 @@ pub fn stratified_group_kfold(labels: &[u32], groups: &[u32], k: usize, seed: u6
                 return Err(Error::param(
                     "k",
                     k,
-                    format!("fold {} has a single group: nothing left to split off for validation", 1 - i),
+                    format!(
+                        "fold {} has a single group: nothing left to split off for validation",
+                        1 - i
+                    ),
                 ));
             }
-            let halves = assign(&info, other, 2, n_classes, seed ^ 0x5eed_0f_7a11 ^ i as u64);
+            let halves = assign(&info, other, 2, n_classes, seed ^ 0x5eed_f7a1 ^ i as u64);
             (halves[1].clone(), halves[0].clone())
         };
         out.push(FoldSplit {
@@ -166,19 +186,37 @@ mod tests {
     fn check_partition(splits: &[FoldSplit], n: usize, groups: &[u32]) {
         let mut seen_test = vec![0usize; n];
         for s in splits {
-            let mut all: Vec<usize> = s.train.iter().chain(&s.val).chain(&s.test).copied().collect();
+            let mut all: Vec<usize> = s
+                .train
+                .iter()
+                .chain(&s.val)
+                .chain(&s.test)
+                .copied()
+                .collect();
             all.sort_unstable();
-            assert_eq!(all, (0..n).collect::<Vec<_>>(), "fold {} is not a partition", s.fold);
+            assert_eq!(
+                all,
+                (0..n).collect::<Vec<_>>(),
+                "fold {} is not a partition",
+                s.fold
+            );
             assert!(!s.train.is_empty() && !s.val.is_empty() && !s.test.is_empty());
             for &i in &s.test {
                 seen_test[i] += 1;
             }
             // No group straddles train / val / test.
-            let gset = |v: &[usize]| v.iter().map(|&i| groups[i]).collect::<std::collections::HashSet<_>>();
+            let gset = |v: &[usize]| {
+                v.iter()
+                    .map(|&i| groups[i])
+                    .collect::<std::collections::HashSet<_>>()
+            };
             let (a, b, c) = (gset(&s.train), gset(&s.val), gset(&s.test));
             assert!(a.is_disjoint(&b) && a.is_disjoint(&c) && b.is_disjoint(&c));
         }
-        assert!(seen_test.iter().all(|&c| c == 1), "every sample in exactly one test set");
+        assert!(
+            seen_test.iter().all(|&c| c == 1),
+            "every sample in exactly one test set"
+        );
         // No group in two test sets.
         for (x, sx) in splits.iter().enumerate() {
             for sy in &splits[x + 1..] {
@@ -266,14 +304,20 @@ mod tests {
     fn bad_inputs_are_errors() {
         let l = [0u32, 1, 0, 1];
         let g = [0u32, 0, 1, 1];
-        let e = stratified_group_kfold(&l, &g, 1, 0).unwrap_err().to_string();
+        let e = stratified_group_kfold(&l, &g, 1, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`k`"), "{e}");
-        let e = stratified_group_kfold(&l, &g, 3, 0).unwrap_err().to_string();
+        let e = stratified_group_kfold(&l, &g, 3, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`k`") && e.contains("2 distinct groups"), "{e}");
         assert!(stratified_group_kfold(&l, &g[..3], 2, 0).is_err());
         assert!(stratified_group_kfold(&[], &[], 2, 0).is_err());
         // k = 2 with one group per fold leaves nothing for validation.
-        let e = stratified_group_kfold(&l, &g, 2, 0).unwrap_err().to_string();
+        let e = stratified_group_kfold(&l, &g, 2, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("validation"), "{e}");
     }
 }

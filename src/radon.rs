@@ -82,7 +82,11 @@ pub fn uniform_angles(n: usize) -> Vec<f64> {
 
 fn check_angles(angles_deg: &[f64]) -> Result<()> {
     if angles_deg.is_empty() {
-        return Err(Error::param("angles", "[]", "at least one projection angle is needed"));
+        return Err(Error::param(
+            "angles",
+            "[]",
+            "at least one projection angle is needed",
+        ));
     }
     if let Some(a) = angles_deg.iter().find(|a| !a.is_finite()) {
         return Err(Error::param("angles", a, "angles must be finite (degrees)"));
@@ -103,24 +107,17 @@ pub fn radon(image: &Image, angles_deg: &[f64]) -> Result<Sinogram> {
     check_angles(angles_deg)?;
     image.check_finite("Radon transform input")?;
     let n = image.width;
-    let img: Vec<f64> = image.data.iter().map(|&v| v as f64).collect();
+    // A one-pixel zero border makes every bilinear sample four unchecked loads: a source
+    // position contributes only if its floor lies in [-1, n - 1], as with scikit-image's
+    // `warp(..., order=1, mode="constant", cval=0)` (neighbours outside the image are zero).
+    let np = n + 2;
+    let mut img = vec![0.0f64; np * np];
+    for y in 0..n {
+        for x in 0..n {
+            img[(y + 1) * np + x + 1] = image.data[y * n + x] as f64;
+        }
+    }
     let c = (n / 2) as f64;
-    // Bilinear sample with zero outside, as scikit-image's `warp(..., order=1, mode='constant')`.
-    let sample = |r: f64, col: f64| -> f64 {
-        let (r0, c0) = (r.floor(), col.floor());
-        let (r1, c1) = (r.ceil(), col.ceil());
-        let (dr, dc) = (r - r0, col - c0);
-        let px = |rr: f64, cc: f64| -> f64 {
-            if rr < 0.0 || cc < 0.0 || rr >= n as f64 || cc >= n as f64 {
-                0.0
-            } else {
-                img[rr as usize * n + cc as usize]
-            }
-        };
-        let top = (1.0 - dc) * px(r0, c0) + dc * px(r0, c1);
-        let bottom = (1.0 - dc) * px(r1, c0) + dc * px(r1, c1);
-        (1.0 - dr) * top + dr * bottom
-    };
     let data: Vec<f64> = angles_deg
         .par_iter()
         .flat_map_iter(|&deg| {
@@ -130,11 +127,22 @@ pub fn radon(image: &Image, angles_deg: &[f64]) -> Result<Sinogram> {
             let m12 = -c * (cos_a - sin_a - 1.0);
             let mut proj = vec![0.0f64; n];
             for y in 0..n {
+                let yf = y as f64;
                 for (x, p) in proj.iter_mut().enumerate() {
-                    let (xf, yf) = (x as f64, y as f64);
+                    let xf = x as f64;
                     let src_c = cos_a * xf + sin_a * yf + m02;
                     let src_r = -sin_a * xf + cos_a * yf + m12;
-                    *p += sample(src_r, src_c);
+                    let (r0, c0) = (src_r.floor(), src_c.floor());
+                    if r0 < -1.0 || c0 < -1.0 || r0 > (n - 1) as f64 || c0 > (n - 1) as f64 {
+                        continue;
+                    }
+                    let (dr, dc) = (src_r - r0, src_c - c0);
+                    // Indices in the bordered image; the +1 neighbours carry weight 0 when the
+                    // position is integral, like scikit-image's ceil().
+                    let i = (r0 + 1.0) as usize * np + (c0 + 1.0) as usize;
+                    let top = (1.0 - dc) * img[i] + dc * img[i + 1];
+                    let bottom = (1.0 - dc) * img[i + np] + dc * img[i + np + 1];
+                    *p += (1.0 - dr) * top + dr * bottom;
                 }
             }
             proj
@@ -158,7 +166,9 @@ pub fn fourier_filter(size: usize, filter: RampFilter) -> Vec<f64> {
         let dist = i.min(size - i) as f64;
         v.re = -1.0 / (PI * dist).powi(2);
     }
-    FftPlanner::<f64>::new().plan_fft_forward(size).process(&mut f);
+    FftPlanner::<f64>::new()
+        .plan_fft_forward(size)
+        .process(&mut f);
     let mut out: Vec<f64> = f.iter().map(|c| 2.0 * c.re).collect();
     let fftshift_window = |w: &dyn Fn(usize) -> f64| -> Vec<f64> {
         // numpy's fftshift rolls by size / 2; `size` is a power of two here, so either direction.
@@ -261,7 +271,10 @@ pub fn iradon_f64(
             buf[..n_det].iter().map(|c| c.re / padded as f64).collect()
         })
         .collect();
-    let trig: Vec<(f64, f64)> = angles_deg.iter().map(|a| a.to_radians().sin_cos()).collect();
+    let trig: Vec<(f64, f64)> = angles_deg
+        .iter()
+        .map(|a| a.to_radians().sin_cos())
+        .collect();
     let radius = (out_n / 2) as i64;
     let centre = (n_det / 2) as f64;
     let last = (n_det - 1) as f64;
@@ -269,32 +282,34 @@ pub fn iradon_f64(
     let mut rec = vec![0.0f64; out_n * out_n];
     // Parallel over output rows; every pixel sums its angles in order, so the result does not
     // depend on the thread count.
-    rec.par_chunks_mut(out_n).enumerate().for_each(|(row, out)| {
-        let yr = row as i64 - radius; // scikit-image's xpr (row offset)
-        for (col, o) in out.iter_mut().enumerate() {
-            let xc = col as i64 - radius; // scikit-image's ypr (column offset)
-            if xc * xc + yr * yr > radius * radius {
-                continue;
-            }
-            let mut acc = 0.0;
-            for (proj, &(s, c)) in filtered.iter().zip(&trig) {
-                let t = xc as f64 * c - yr as f64 * s;
-                // np.interp on xp = arange(n_det) - n_det // 2 with left = right = 0.
-                let u = t + centre;
-                if !(0.0..=last).contains(&u) {
+    rec.par_chunks_mut(out_n)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let yr = row as i64 - radius; // scikit-image's xpr (row offset)
+            for (col, o) in out.iter_mut().enumerate() {
+                let xc = col as i64 - radius; // scikit-image's ypr (column offset)
+                if xc * xc + yr * yr > radius * radius {
                     continue;
                 }
-                let i0 = u.floor() as usize;
-                if i0 + 1 >= n_det {
-                    acc += proj[n_det - 1];
-                } else {
-                    let f = u - i0 as f64;
-                    acc += proj[i0] + f * (proj[i0 + 1] - proj[i0]);
+                let mut acc = 0.0;
+                for (proj, &(s, c)) in filtered.iter().zip(&trig) {
+                    let t = xc as f64 * c - yr as f64 * s;
+                    // np.interp on xp = arange(n_det) - n_det // 2 with left = right = 0.
+                    let u = t + centre;
+                    if !(0.0..=last).contains(&u) {
+                        continue;
+                    }
+                    let i0 = u.floor() as usize;
+                    if i0 + 1 >= n_det {
+                        acc += proj[n_det - 1];
+                    } else {
+                        let f = u - i0 as f64;
+                        acc += proj[i0] + f * (proj[i0 + 1] - proj[i0]);
+                    }
                 }
+                *o = acc * scale;
             }
-            *o = acc * scale;
-        }
-    });
+        });
     Ok(rec)
 }
 
@@ -394,7 +409,10 @@ mod tests {
         assert!(radon(&img, &[0.0]).is_err());
         let img = Image::zeros(8, 8);
         assert!(radon(&img, &[]).unwrap_err().to_string().contains("angles"));
-        assert!(radon(&img, &[f64::NAN]).unwrap_err().to_string().contains("angles"));
+        assert!(radon(&img, &[f64::NAN])
+            .unwrap_err()
+            .to_string()
+            .contains("angles"));
         let s = radon(&img, &[0.0, 45.0]).unwrap();
         let e = iradon(&s, &[0.0], RampFilter::Ramp, None).unwrap_err();
         assert!(e.to_string().contains("angles"), "{e}");

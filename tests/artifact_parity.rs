@@ -11,16 +11,24 @@
 
 use serde_json::Value;
 use spectral_transfer::artifact::{estimate_sigma, nl_means, NlmExp};
-use spectral_transfer::radon::{fourier_filter, iradon, iradon_f64, radon, shepp_logan, RampFilter, Sinogram};
+use spectral_transfer::radon::{
+    fourier_filter, iradon, iradon_f64, radon, shepp_logan, RampFilter, Sinogram,
+};
 use spectral_transfer::Image;
 
 fn load(name: &str) -> Value {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/artifact").join(name);
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/artifact")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
 fn vecf(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn image(h: usize, w: usize, v: &Value) -> Image {
@@ -29,7 +37,10 @@ fn image(h: usize, w: usize, v: &Value) -> Image {
 
 fn max_abs(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 const FILTERS: [(&str, RampFilter); 5] = [
@@ -71,8 +82,16 @@ fn radon_and_iradon_match_scikit_image() {
             let got = iradon_f64(&sk_sino, &theta, f, None).unwrap();
             let e = max_abs(&got, &want);
             assert!(e < 1e-9, "{name}/{fname}: iradon (f64) max |diff| {e}");
-            let got32: Vec<f64> = iradon(&sk_sino, &theta, f, None).unwrap().data.iter().map(|&v| v as f64).collect();
-            assert!(max_abs(&got32, &want) < 1e-6, "{name}/{fname}: iradon (f32)");
+            let got32: Vec<f64> = iradon(&sk_sino, &theta, f, None)
+                .unwrap()
+                .data
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            assert!(
+                max_abs(&got32, &want) < 1e-6,
+                "{name}/{fname}: iradon (f32)"
+            );
         }
         let want = vecf(&case["iradon_out20"]);
         let got = iradon_f64(&sk_sino, &theta, RampFilter::Ramp, Some(20)).unwrap();
@@ -101,7 +120,10 @@ fn noise_estimate_matches_scikit_image() {
     let mut cases: Vec<&Value> = fx["estimate_sigma"].as_array().unwrap().iter().collect();
     cases.extend(fx["nlm"].as_array().unwrap());
     for c in cases {
-        let (h, w) = (c["height"].as_u64().unwrap() as usize, c["width"].as_u64().unwrap() as usize);
+        let (h, w) = (
+            c["height"].as_u64().unwrap() as usize,
+            c["width"].as_u64().unwrap() as usize,
+        );
         let want = c["sigma_est"].as_f64().unwrap();
         let got = estimate_sigma(&image(h, w, &c["image"]));
         assert!((got / want - 1.0).abs() < 1e-12, "{h}x{w}: {got} vs {want}");
@@ -112,21 +134,36 @@ fn noise_estimate_matches_scikit_image() {
 fn nl_means_matches_scikit_image_fast_mode() {
     let fx = load("nlm.json");
     for c in fx["nlm"].as_array().unwrap() {
-        let (h, w) = (c["height"].as_u64().unwrap() as usize, c["width"].as_u64().unwrap() as usize);
+        let (h, w) = (
+            c["height"].as_u64().unwrap() as usize,
+            c["width"].as_u64().unwrap() as usize,
+        );
         let img = image(h, w, &c["image"]);
         let hh = c["h"].as_f64().unwrap();
         let want = vecf(&c["denoised_fast"]);
         let ps = c["patch_size"].as_u64().unwrap() as usize;
         let pd = c["patch_distance"].as_u64().unwrap() as usize;
-        let got: Vec<f64> =
-            nl_means(&img, ps, pd, hh, NlmExp::Schraudolph).unwrap().data.iter().map(|&v| v as f64).collect();
+        let got: Vec<f64> = nl_means(&img, ps, pd, hh, NlmExp::Schraudolph)
+            .unwrap()
+            .data
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let e = max_abs(&got, &want);
         assert!(e < 1e-6, "{h}x{w}: NLM (scikit-image exp) max |diff| {e}");
         // With the exact exponential: the weights change by up to ~4 % (relative, and by a
         // nearly constant factor), so outputs move by a small fraction of the noise level.
-        let exact: Vec<f64> = nl_means(&img, ps, pd, hh, NlmExp::Exact).unwrap().data.iter().map(|&v| v as f64).collect();
+        let exact: Vec<f64> = nl_means(&img, ps, pd, hh, NlmExp::Exact)
+            .unwrap()
+            .data
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let e = max_abs(&exact, &want);
         let sigma = c["sigma_est"].as_f64().unwrap();
-        assert!(e < 0.2 * sigma, "{h}x{w}: NLM (exact exp) max |diff| {e} vs sigma {sigma}");
+        assert!(
+            e < 0.2 * sigma,
+            "{h}x{w}: NLM (exact exp) max |diff| {e} vs sigma {sigma}"
+        );
     }
 }
