@@ -90,6 +90,12 @@ pub enum Artifact {
     /// `noise_only = true` instead adds only the reconstructed noise, `FBP(p') - FBP(p)`, to the
     /// input, so that no FBP blur enters. `baseline_n0` is the count of the pass every other
     /// image gets ([`Artifact::baseline`]); `inf` = no baseline.
+    ///
+    /// Measured noise std in [0, 1] units (water, 180 angles): 64 px patches 0.022 / 0.0070 /
+    /// 0.0022 at `n0` = 1e4 / 1e5 / 1e6, 32 px 0.016 / 0.0050 / 0.0016 (it scales as
+    /// `1 / sqrt(n0)`). The noise-free FBP alone blurs edges (residual std 0.016 on an 8 px
+    /// checkerboard) and lowers the mean by about 0.004 (64 px) to 0.008 (32 px): the reason for
+    /// the baseline pass.
     PhotonNoise {
         n0: f64,
         #[serde(default = "default_baseline_n0")]
@@ -1123,6 +1129,13 @@ mod tests {
         );
         let a: Artifact = toml::from_str("kind = \"photon_noise\"\nn0 = 1e4\n").unwrap();
         assert_eq!(a.baseline().unwrap().strength(), 1e-3);
+        let a: Artifact =
+            toml::from_str("kind = \"low_pass\"\nshape = \"ideal\"\ncutoff = 0.5\n").unwrap();
+        assert_eq!(a.label(), "lowpass-ideal-c0.5");
+        let a: Artifact =
+            toml::from_str("kind = \"photon_noise_image\"\nn0 = inf\nbaseline_n0 = inf\n").unwrap();
+        assert_eq!(a.strength(), 0.0);
+        assert!(a.baseline().is_none());
         let a: Artifact = toml::from_str("kind = \"denoise\"\nh_factor = 0.8\n").unwrap();
         assert_eq!(a.label(), "nlm-h0.8");
     }

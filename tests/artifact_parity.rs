@@ -1,13 +1,14 @@
 //! Parity of the Radon transform, FBP, NLM and the noise estimate with scikit-image 0.26.0,
 //! from the fixtures made by `tests/fixtures/artifact/make_fixtures.py`.
 //!
-//! Tolerances (absolute, on values of order 1; sinogram values up to ~20):
-//! - radon: 1e-9 (double precision both sides; only summation order differs);
-//! - iradon: 1e-6 (our output is f32: rounding ~6e-8 relative; f64 path 1e-9);
+//! Tolerances (absolute; images in [0, 1], sinogram values up to ~20), with what was measured:
+//! - radon: 1e-12 (measured 1.8e-15: double precision both sides);
+//! - iradon, f64 path: 1e-12 (measured 2.8e-15); f32 output: 1e-6 (f32 rounding);
 //! - the Fourier filters: 1e-12;
-//! - estimate_sigma: 1e-12 relative;
-//! - NLM with scikit-image's own fast exponential: 1e-6 (f32 output); with the exact exponential
-//!   (what `Artifact::Denoise` uses) the difference is the approximation's, stated below.
+//! - estimate_sigma: 1e-12 relative (measured: equal);
+//! - NLM with scikit-image's own fast exponential: 1e-6 (measured 3.0e-8, the f32 output);
+//!   with the exact exponential (what `Artifact::Denoise` uses): 0.05 sigma_hat (measured
+//!   1.2e-3 = 0.026 sigma_hat), the effect of the approximation's ~3 % weight error.
 
 use serde_json::Value;
 use spectral_transfer::artifact::{estimate_sigma, nl_means, NlmExp};
@@ -67,7 +68,7 @@ fn radon_and_iradon_match_scikit_image() {
             .map(|(d, a)| sino.projection(a)[d])
             .collect();
         let e = max_abs(&ours, &sk);
-        assert!(e < 1e-9, "{name}: radon max |diff| {e}");
+        assert!(e < 1e-12, "{name}: radon max |diff| {e}");
         // Reconstruct from scikit-image's own sinogram so the FBP is tested on its own.
         let sk_sino = Sinogram {
             detectors: n,
@@ -81,7 +82,7 @@ fn radon_and_iradon_match_scikit_image() {
             let want = vecf(&case["iradon"][fname]);
             let got = iradon_f64(&sk_sino, &theta, f, None).unwrap();
             let e = max_abs(&got, &want);
-            assert!(e < 1e-9, "{name}/{fname}: iradon (f64) max |diff| {e}");
+            assert!(e < 1e-12, "{name}/{fname}: iradon (f64) max |diff| {e}");
             let got32: Vec<f64> = iradon(&sk_sino, &theta, f, None)
                 .unwrap()
                 .data
@@ -96,7 +97,7 @@ fn radon_and_iradon_match_scikit_image() {
         let want = vecf(&case["iradon_out20"]);
         let got = iradon_f64(&sk_sino, &theta, RampFilter::Ramp, Some(20)).unwrap();
         let e = max_abs(&got, &want);
-        assert!(e < 1e-9, "{name}: iradon output_size 20 max |diff| {e}");
+        assert!(e < 1e-12, "{name}: iradon output_size 20 max |diff| {e}");
     }
     for (fname, f) in FILTERS {
         let want = vecf(&fx["fourier_filter_64"][fname]);
@@ -162,7 +163,7 @@ fn nl_means_matches_scikit_image_fast_mode() {
         let e = max_abs(&exact, &want);
         let sigma = c["sigma_est"].as_f64().unwrap();
         assert!(
-            e < 0.2 * sigma,
+            e < 0.05 * sigma,
             "{h}x{w}: NLM (exact exp) max |diff| {e} vs sigma {sigma}"
         );
     }
