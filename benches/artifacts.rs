@@ -58,6 +58,15 @@ fn artifacts(c: &mut Criterion) {
     }
     g.finish();
 
+    // The study's patch size: the sinogram simulator on 64 x 64.
+    let small = image(64);
+    let mut g = c.benchmark_group("artifact_64");
+    g.sample_size(10);
+    for a in &cases[1..3] {
+        g.bench_function(a.label(), |b| b.iter(|| a.apply(&small, 1).unwrap()));
+    }
+    g.finish();
+
     let mut g = c.benchmark_group("radon_256_180");
     g.sample_size(10);
     let angles = uniform_angles(180);

@@ -286,13 +286,20 @@ pub fn iradon_f64(
         .enumerate()
         .for_each(|(row, out)| {
             let yr = row as i64 - radius; // scikit-image's xpr (row offset)
-            for (col, o) in out.iter_mut().enumerate() {
-                let xc = col as i64 - radius; // scikit-image's ypr (column offset)
-                if xc * xc + yr * yr > radius * radius {
-                    continue;
-                }
-                let mut acc = 0.0;
-                for (proj, &(s, c)) in filtered.iter().zip(&trig) {
+                                          // Columns inside the reconstruction circle on this row; the rest stay 0.
+            let cols: Vec<usize> = (0..out_n)
+                .filter(|&col| {
+                    let xc = col as i64 - radius;
+                    xc * xc + yr * yr <= radius * radius
+                })
+                .collect();
+            let (Some(&lo), Some(&hi)) = (cols.first(), cols.last()) else {
+                return;
+            };
+            // Angle-outer within the row: each pixel still sums its angles in order.
+            for (proj, &(s, c)) in filtered.iter().zip(&trig) {
+                for (col, o) in out.iter_mut().enumerate().take(hi + 1).skip(lo) {
+                    let xc = col as i64 - radius; // scikit-image's ypr (column offset)
                     let t = xc as f64 * c - yr as f64 * s;
                     // np.interp on xp = arange(n_det) - n_det // 2 with left = right = 0.
                     let u = t + centre;
@@ -301,13 +308,15 @@ pub fn iradon_f64(
                     }
                     let i0 = u.floor() as usize;
                     if i0 + 1 >= n_det {
-                        acc += proj[n_det - 1];
+                        *o += proj[n_det - 1];
                     } else {
                         let f = u - i0 as f64;
-                        acc += proj[i0] + f * (proj[i0 + 1] - proj[i0]);
+                        *o += proj[i0] + f * (proj[i0 + 1] - proj[i0]);
                     }
                 }
-                *o = acc * scale;
+            }
+            for o in out[lo..=hi].iter_mut() {
+                *o *= scale;
             }
         });
     Ok(rec)
