@@ -479,7 +479,8 @@ fn photon_noise_sinogram(
     let (h, w) = (image.height, image.width);
     // Pad with air (mu = 0) to the diagonal, centred as scikit-image's `radon(circle=False)`,
     // so that the whole image lies inside the reconstruction circle.
-    let side = ((2f64).sqrt() * h.max(w) as f64).ceil() as usize;
+    // One pixel of margin keeps the corner pixel centres strictly inside the circle.
+    let side = ((2f64).sqrt() * (h.max(w) + 1) as f64).ceil() as usize + 1;
     let (top, left) = (side / 2 - h / 2, side / 2 - w / 2);
     let mut mu = Image::zeros(side, side);
     for y in 0..h {
@@ -1071,6 +1072,17 @@ mod tests {
         let out = full.apply(&img, 1).unwrap();
         let (m, _) = out.mean_std();
         assert!((m - 0.6).abs() < 0.02, "mean {m}");
+        // Corners too: the whole image lies inside the reconstruction circle (64 px: the
+        // corner centre is 45.25 px from the centre, outside a 45 px circle without margin).
+        let img64 = Image::from_fn(64, 64, |_, _| 0.6);
+        let out = full.apply(&img64, 1).unwrap();
+        for (y, x) in [(0, 0), (0, 63), (63, 0), (63, 63)] {
+            assert!(
+                (out.get(y, x) - 0.6).abs() < 0.1,
+                "corner ({y}, {x}): {}",
+                out.get(y, x)
+            );
+        }
     }
 
     #[test]
