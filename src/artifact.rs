@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fourier::{Filter, FilterBand, FilterShape};
 use crate::image::Image;
-use crate::radon::{iradon_f64, radon, uniform_angles, RampFilter};
+use crate::radon::{iradon_region, radon_embedded, uniform_angles, RampFilter, Sinogram};
 
 /// Linear attenuation of water, per mm (about 0.2 / cm, water at 60-70 keV).
 pub const MU_WATER: f64 = 0.02;
@@ -482,22 +482,45 @@ fn photon_noise_sinogram(
     // One pixel of margin keeps the corner pixel centres strictly inside the circle.
     let side = ((2f64).sqrt() * (h.max(w) + 1) as f64).ceil() as usize + 1;
     let (top, left) = (side / 2 - h / 2, side / 2 - w / 2);
-    let mut mu = Image::zeros(side, side);
-    for y in 0..h {
-        for x in 0..w {
-            mu.data[(y + top) * side + x + left] = unit_to_mu(image.get(y, x) as f64) as f32;
-        }
-    }
+    let mu = Image::new(
+        h,
+        w,
+        image
+            .data
+            .iter()
+            .map(|&v| unit_to_mu(v as f64) as f32)
+            .collect(),
+    )?;
     let angles = uniform_angles(n_angles);
-    let clean = radon(&mu, &angles)?;
+    let clean = Sinogram {
+        detectors: side,
+        angles: n_angles,
+        data: radon_embedded(&mu, side, top, left, &angles),
+    };
     let mut noisy = clean.clone();
     for p in noisy.data.iter_mut() {
         let counts = poisson(n0 * (-*p).exp(), rng)?;
         *p = -(counts.max(1.0) / n0).ln();
     }
-    let rec = iradon_f64(&noisy, &angles, filter, Some(side))?;
+    // Only the image's window of the reconstruction is needed.
+    let (rows, cols) = (top..top + h, left..left + w);
+    let rec = iradon_region(
+        &noisy,
+        &angles,
+        filter,
+        Some(side),
+        rows.clone(),
+        cols.clone(),
+    )?;
     let base = if noise_only {
-        Some(iradon_f64(&clean, &angles, filter, Some(side))?)
+        Some(iradon_region(
+            &clean,
+            &angles,
+            filter,
+            Some(side),
+            rows,
+            cols,
+        )?)
     } else {
         None
     };
@@ -505,7 +528,7 @@ fn photon_noise_sinogram(
     let mut out = image.clone();
     for y in 0..h {
         for x in 0..w {
-            let i = (y + top) * side + x + left;
+            let i = y * w + x;
             let o = &mut out.data[y * w + x];
             *o = match &base {
                 // mu is linear in the intensity: d unit = d mu / (d mu / d unit).

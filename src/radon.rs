@@ -107,52 +107,92 @@ pub fn radon(image: &Image, angles_deg: &[f64]) -> Result<Sinogram> {
     check_angles(angles_deg)?;
     image.check_finite("Radon transform input")?;
     let n = image.width;
+    let data = radon_embedded(image, n, 0, 0, angles_deg);
+    Ok(Sinogram {
+        detectors: n,
+        angles: angles_deg.len(),
+        data,
+    })
+}
+
+/// The Radon transform of `image` (H x W) placed at row `top`, column `left` of a zero
+/// `side` x `side` canvas, without building the canvas: what [`radon`] gives on the zero-padded
+/// image, at the cost of the image's footprint only. `side` detector bins per angle.
+pub fn radon_embedded(
+    image: &Image,
+    side: usize,
+    top: usize,
+    left: usize,
+    angles_deg: &[f64],
+) -> Vec<f64> {
+    let (h, w) = (image.height, image.width);
     // A one-pixel zero border makes every bilinear sample four unchecked loads: a source
-    // position contributes only if its floor lies in [-1, n - 1], as with scikit-image's
-    // `warp(..., order=1, mode="constant", cval=0)` (neighbours outside the image are zero).
-    let np = n + 2;
-    let mut img = vec![0.0f64; np * np];
-    for y in 0..n {
-        for x in 0..n {
-            img[(y + 1) * np + x + 1] = image.data[y * n + x] as f64;
+    // position contributes only if its floor lies in [-1, h - 1] x [-1, w - 1], as with
+    // scikit-image's `warp(..., order=1, mode="constant", cval=0)` (zero outside the image).
+    let wp = w + 2;
+    let mut img = vec![0.0f64; (h + 2) * wp];
+    for y in 0..h {
+        for x in 0..w {
+            img[(y + 1) * wp + x + 1] = image.data[y * w + x] as f64;
         }
     }
-    let c = (n / 2) as f64;
-    let data: Vec<f64> = angles_deg
+    let c = (side / 2) as f64;
+    let (topf, leftf) = (top as f64, left as f64);
+    // Canvas columns x where a + b x lies in [lo, hi), widened by one for round-off (the exact
+    // test is repeated per sample).
+    let interval = |a: f64, b: f64, lo: f64, hi: f64| -> (i64, i64) {
+        if b.abs() < 1e-12 {
+            return if a >= lo - 1e-9 && a < hi + 1e-9 {
+                (0, side as i64 - 1)
+            } else {
+                (1, 0)
+            };
+        }
+        let (x1, x2) = ((lo - a) / b, (hi - a) / b);
+        let (x1, x2) = if x1 <= x2 { (x1, x2) } else { (x2, x1) };
+        (
+            (x1.floor() as i64 - 1).max(0),
+            (x2.ceil() as i64 + 1).min(side as i64 - 1),
+        )
+    };
+    angles_deg
         .par_iter()
         .flat_map_iter(|&deg| {
             let (sin_a, cos_a) = deg.to_radians().sin_cos();
             // The inverse map of scikit-image's rotation matrix, (col, row) -> source (col, row).
             let m02 = -c * (cos_a + sin_a - 1.0);
             let m12 = -c * (cos_a - sin_a - 1.0);
-            let mut proj = vec![0.0f64; n];
-            for y in 0..n {
+            let mut proj = vec![0.0f64; side];
+            for y in 0..side {
                 let yf = y as f64;
-                for (x, p) in proj.iter_mut().enumerate() {
+                let (a_c, a_r) = (sin_a * yf + m02 - leftf, cos_a * yf + m12 - topf);
+                let (c_lo, c_hi) = interval(a_c, cos_a, -1.0, w as f64);
+                let (r_lo, r_hi) = interval(a_r, -sin_a, -1.0, h as f64);
+                let (x_lo, x_hi) = (c_lo.max(r_lo), c_hi.min(r_hi));
+                if x_lo > x_hi {
+                    continue;
+                }
+                let (x_lo, x_hi) = (x_lo as usize, x_hi as usize);
+                for (x, p) in proj.iter_mut().enumerate().take(x_hi + 1).skip(x_lo) {
                     let xf = x as f64;
-                    let src_c = cos_a * xf + sin_a * yf + m02;
-                    let src_r = -sin_a * xf + cos_a * yf + m12;
+                    let src_c = cos_a * xf + sin_a * yf + m02 - leftf;
+                    let src_r = -sin_a * xf + cos_a * yf + m12 - topf;
                     let (r0, c0) = (src_r.floor(), src_c.floor());
-                    if r0 < -1.0 || c0 < -1.0 || r0 > (n - 1) as f64 || c0 > (n - 1) as f64 {
+                    if r0 < -1.0 || c0 < -1.0 || r0 > (h - 1) as f64 || c0 > (w - 1) as f64 {
                         continue;
                     }
                     let (dr, dc) = (src_r - r0, src_c - c0);
                     // Indices in the bordered image; the +1 neighbours carry weight 0 when the
                     // position is integral, like scikit-image's ceil().
-                    let i = (r0 + 1.0) as usize * np + (c0 + 1.0) as usize;
-                    let top = (1.0 - dc) * img[i] + dc * img[i + 1];
-                    let bottom = (1.0 - dc) * img[i + np] + dc * img[i + np + 1];
-                    *p += (1.0 - dr) * top + dr * bottom;
+                    let i = (r0 + 1.0) as usize * wp + (c0 + 1.0) as usize;
+                    let t = (1.0 - dc) * img[i] + dc * img[i + 1];
+                    let b = (1.0 - dc) * img[i + wp] + dc * img[i + wp + 1];
+                    *p += (1.0 - dr) * t + dr * b;
                 }
             }
             proj
         })
-        .collect();
-    Ok(Sinogram {
-        detectors: n,
-        angles: angles_deg.len(),
-        data,
-    })
+        .collect()
 }
 
 /// The frequency response (unshifted, length `size`) of the ramp filter with its window,
@@ -225,6 +265,21 @@ pub fn iradon_f64(
     filter: RampFilter,
     output_size: Option<usize>,
 ) -> Result<Vec<f64>> {
+    let n = output_size.unwrap_or(sinogram.detectors);
+    iradon_region(sinogram, angles_deg, filter, output_size, 0..n, 0..n)
+}
+
+/// The `rows` x `cols` window of the [`iradon_f64`] reconstruction (row-major,
+/// `rows.len() * cols.len()` values), computing only those pixels: the same numbers as cropping
+/// the full reconstruction.
+pub fn iradon_region(
+    sinogram: &Sinogram,
+    angles_deg: &[f64],
+    filter: RampFilter,
+    output_size: Option<usize>,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> Result<Vec<f64>> {
     check_angles(angles_deg)?;
     if angles_deg.len() != sinogram.angles {
         return Err(Error::param(
@@ -279,46 +334,57 @@ pub fn iradon_f64(
     let centre = (n_det / 2) as f64;
     let last = (n_det - 1) as f64;
     let scale = std::f64::consts::PI / (2.0 * sinogram.angles as f64);
-    let mut rec = vec![0.0f64; out_n * out_n];
+    if rows.end > out_n || cols.end > out_n {
+        return Err(Error::param(
+            "rows/cols",
+            format!("{rows:?} x {cols:?}"),
+            format!("window outside the {out_n} x {out_n} reconstruction"),
+        ));
+    }
+    let width = cols.len();
+    let mut rec = vec![0.0f64; rows.len() * width];
+    if width == 0 {
+        return Ok(rec);
+    }
     // Parallel over output rows; every pixel sums its angles in order, so the result does not
     // depend on the thread count.
-    rec.par_chunks_mut(out_n)
-        .enumerate()
-        .for_each(|(row, out)| {
-            let yr = row as i64 - radius; // scikit-image's xpr (row offset)
-                                          // Columns inside the reconstruction circle on this row; the rest stay 0.
-            let cols: Vec<usize> = (0..out_n)
-                .filter(|&col| {
-                    let xc = col as i64 - radius;
-                    xc * xc + yr * yr <= radius * radius
-                })
-                .collect();
-            let (Some(&lo), Some(&hi)) = (cols.first(), cols.last()) else {
-                return;
-            };
-            // Angle-outer within the row: each pixel still sums its angles in order.
-            for (proj, &(s, c)) in filtered.iter().zip(&trig) {
-                for (col, o) in out.iter_mut().enumerate().take(hi + 1).skip(lo) {
-                    let xc = col as i64 - radius; // scikit-image's ypr (column offset)
-                    let t = xc as f64 * c - yr as f64 * s;
-                    // np.interp on xp = arange(n_det) - n_det // 2 with left = right = 0.
-                    let u = t + centre;
-                    if !(0.0..=last).contains(&u) {
-                        continue;
-                    }
-                    let i0 = u.floor() as usize;
-                    if i0 + 1 >= n_det {
-                        *o += proj[n_det - 1];
-                    } else {
-                        let f = u - i0 as f64;
-                        *o += proj[i0] + f * (proj[i0 + 1] - proj[i0]);
-                    }
+    rec.par_chunks_mut(width).enumerate().for_each(|(i, out)| {
+        let yr = (rows.start + i) as i64 - radius; // scikit-image's xpr (row offset)
+                                                   // Columns of the window inside the reconstruction circle; the rest stay 0.
+        let inside: Vec<usize> = cols
+            .clone()
+            .filter(|&col| {
+                let xc = col as i64 - radius;
+                xc * xc + yr * yr <= radius * radius
+            })
+            .collect();
+        let (Some(&lo), Some(&hi)) = (inside.first(), inside.last()) else {
+            return;
+        };
+        let out = &mut out[lo - cols.start..=hi - cols.start];
+        // Angle-outer within the row: each pixel still sums its angles in order.
+        for (proj, &(s, c)) in filtered.iter().zip(&trig) {
+            for (j, o) in out.iter_mut().enumerate() {
+                let xc = (lo + j) as i64 - radius; // scikit-image's ypr (column offset)
+                let t = xc as f64 * c - yr as f64 * s;
+                // np.interp on xp = arange(n_det) - n_det // 2 with left = right = 0.
+                let u = t + centre;
+                if !(0.0..=last).contains(&u) {
+                    continue;
+                }
+                let i0 = u.floor() as usize;
+                if i0 + 1 >= n_det {
+                    *o += proj[n_det - 1];
+                } else {
+                    let f = u - i0 as f64;
+                    *o += proj[i0] + f * (proj[i0 + 1] - proj[i0]);
                 }
             }
-            for o in out[lo..=hi].iter_mut() {
-                *o *= scale;
-            }
-        });
+        }
+        for o in out.iter_mut() {
+            *o *= scale;
+        }
+    });
     Ok(rec)
 }
 
@@ -409,6 +475,43 @@ mod tests {
         for a in 0..2 {
             let m: f64 = s.projection(a).iter().sum();
             assert!((m - 1.0).abs() < 1e-9, "{m}");
+        }
+    }
+
+    #[test]
+    fn embedded_radon_and_region_fbp_equal_the_padded_ones() {
+        let img = shepp_logan(20);
+        let angles = uniform_angles(30);
+        let (side, top, left) = (31, 6, 5);
+        let mut canvas = Image::zeros(side, side);
+        for y in 0..20 {
+            for x in 0..20 {
+                canvas.data[(y + top) * side + x + left] = img.get(y, x);
+            }
+        }
+        let full = radon(&canvas, &angles).unwrap();
+        let emb = radon_embedded(&img, side, top, left, &angles);
+        let e = full
+            .data
+            .iter()
+            .zip(&emb)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(e < 1e-12, "{e}");
+        let rec = iradon_f64(&full, &angles, RampFilter::Ramp, None).unwrap();
+        let win = iradon_region(
+            &full,
+            &angles,
+            RampFilter::Ramp,
+            None,
+            top..top + 20,
+            left..left + 20,
+        )
+        .unwrap();
+        for y in 0..20 {
+            for x in 0..20 {
+                assert_eq!(win[y * 20 + x], rec[(y + top) * side + x + left]);
+            }
         }
     }
 
