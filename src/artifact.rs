@@ -852,6 +852,18 @@ mod tests {
     }
 
     #[test]
+    fn non_square_images_keep_their_shape() {
+        let img = Image::from_fn(20, 28, |y, x| 0.4 + 0.01 * ((x + 2 * y) % 7) as f32);
+        for a in all_artifacts() {
+            let out = a.apply(&img, 3).unwrap();
+            assert_eq!((out.height, out.width), (20, 28), "{a:?}");
+            assert!(out.data.iter().all(|v| v.is_finite()), "{a:?}");
+            let (m, _) = out.mean_std();
+            assert!((m - img.mean_std().0).abs() < 0.05, "{a:?}: mean {m}");
+        }
+    }
+
+    #[test]
     fn seeded_and_deterministic() {
         let img = noise_image(24, 2);
         for a in all_artifacts() {

@@ -6,7 +6,8 @@
 //! negative):
 //! - training / validation and I.I.D. test ([`Degradation::inject`]): exactly
 //!   `round(level * n_pos)` positives (round half away from zero), chosen by a seeded shuffle,
-//!   get the artifact; every other image gets the artifact's baseline
+//!   get the artifact (for one seed the chosen sets are nested: those at p = 0.2 are among
+//!   those at p = 0.5); every other image gets the artifact's baseline
 //!   ([`Artifact::baseline`]: photon noise at the high count) or stays clean if it has none;
 //! - O.O.D. test: the artifact on every negative, the baseline (or nothing) on every positive:
 //!   the training correlation reversed;
@@ -263,6 +264,15 @@ mod tests {
                 .shortcut_count(37),
             19
         );
+        // Nested across levels for one seed.
+        let at = |p: f64| {
+            Degradation::new(grating(), p, 1, 5)
+                .unwrap()
+                .chosen(&s)
+                .unwrap()
+        };
+        let (a, b) = (at(0.2), at(0.5));
+        assert!(a.iter().all(|i| b.contains(i)));
     }
 
     #[test]
