@@ -238,7 +238,7 @@ impl Artifact {
                         "must be finite and >= 0",
                     ));
                 }
-                if patch_size < 3 || patch_size.is_multiple_of(2) {
+                if patch_size < 3 || patch_size % 2 == 0 {
                     return Err(Error::param(
                         "patch_size",
                         patch_size,
@@ -650,7 +650,7 @@ pub fn nl_means(
     h: f64,
     exp: NlmExp,
 ) -> Result<Image> {
-    if patch_size < 3 || patch_size.is_multiple_of(2) {
+    if patch_size < 3 || patch_size % 2 == 0 {
         return Err(Error::param(
             "patch_size",
             patch_size,
