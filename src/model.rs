@@ -321,12 +321,11 @@ impl ResNet {
     pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let w = cfg.base_width;
-        let (conv1, with_pool) = if cfg.small_input {
-            (Conv::new(vb.pp("conv1"), cfg.in_channels, w, 3, 1, 1)?, false)
+        let conv1 = if cfg.small_input {
+            Conv::new(vb.pp("conv1"), cfg.in_channels, w, 3, 1, 1)?
         } else {
-            (Conv::new(vb.pp("conv1"), cfg.in_channels, w, 7, 2, 3)?, true)
+            Conv::new(vb.pp("conv1"), cfg.in_channels, w, 7, 2, 3)?
         };
-        debug_assert_eq!(with_pool, !cfg.small_input);
         let bn1 = bn(vb.pp("bn1"), w)?;
         let mut inplanes = w;
         let mut stages = Vec::with_capacity(4);
@@ -371,6 +370,16 @@ impl ResNet {
     /// The configuration the model was built with.
     pub fn config(&self) -> &ResNetConfig {
         &self.cfg
+    }
+
+    /// Device of the parameters (inputs must be there too).
+    pub fn device(&self) -> &Device {
+        self.conv1.weight.device()
+    }
+
+    /// Dtype of the parameters (inputs are converted to it by [`crate::gradient`]).
+    pub fn dtype(&self) -> DType {
+        self.conv1.weight.dtype()
     }
 
     /// Restarts the dropout mask stream from `seed`.
@@ -611,7 +620,7 @@ mod tests {
         let vm = VarMap::new();
         let cfg = tiny(Arch::ResNet18, true);
         let m = ResNet::seeded(&cfg, &vm, DType::F32, &Device::Cpu, 3).unwrap();
-        let x = (Tensor::randn(0f32, 1.0, (4, 1, 16, 16), &Device::Cpu).unwrap() * 3.0 + 2.0)
+        let x = Tensor::randn(0f32, 1.0, (4, 1, 16, 16), &Device::Cpu).unwrap().affine(3.0, 2.0)
             .unwrap();
         let eval_before = m.forward_t(&x, false).unwrap();
         let train_out = m.forward_t(&x, true).unwrap();
