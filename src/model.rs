@@ -153,13 +153,25 @@ impl ResNetConfig {
     /// Checks every field; the error names the bad one.
     pub fn validate(&self) -> Result<()> {
         if self.base_width == 0 {
-            return Err(Error::param("base_width", self.base_width, "must be at least 1"));
+            return Err(Error::param(
+                "base_width",
+                self.base_width,
+                "must be at least 1",
+            ));
         }
         if self.in_channels == 0 {
-            return Err(Error::param("in_channels", self.in_channels, "must be at least 1"));
+            return Err(Error::param(
+                "in_channels",
+                self.in_channels,
+                "must be at least 1",
+            ));
         }
         if self.num_classes == 0 {
-            return Err(Error::param("num_classes", self.num_classes, "must be at least 1"));
+            return Err(Error::param(
+                "num_classes",
+                self.num_classes,
+                "must be at least 1",
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::param("dropout", self.dropout, "must be in [0, 1)"));
@@ -336,7 +348,13 @@ impl ResNet {
             let mut blocks = Vec::with_capacity(n_blocks);
             for j in 0..n_blocks {
                 let s = if j == 0 { stride } else { 1 };
-                blocks.push(Block::new(vl.pp(j.to_string()), cfg.arch, inplanes, planes, s)?);
+                blocks.push(Block::new(
+                    vl.pp(j.to_string()),
+                    cfg.arch,
+                    inplanes,
+                    planes,
+                    s,
+                )?);
                 inplanes = planes * cfg.arch.expansion();
             }
             stages.push(blocks);
@@ -403,8 +421,7 @@ impl ResNet {
         if dims[1] == c {
             Ok(x.clone())
         } else {
-            Ok(x
-                .broadcast_as((dims[0], c, dims[2], dims[3]))?
+            Ok(x.broadcast_as((dims[0], c, dims[2], dims[3]))?
                 .contiguous()?)
         }
     }
@@ -503,7 +520,11 @@ pub fn init_seeded(varmap: &VarMap, seed: u64) -> Result<()> {
         } else if name.ends_with("running_var") {
             vec![1.0; n]
         } else if name.starts_with("fc.") || name.contains(".fc.") {
-            let fan_in = if dims.len() == 2 { dims[1] } else { var_fan_in(varmap, &name) };
+            let fan_in = if dims.len() == 2 {
+                dims[1]
+            } else {
+                var_fan_in(varmap, &name)
+            };
             let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
             (0..n)
                 .map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32)
@@ -552,8 +573,14 @@ mod tests {
     #[test]
     fn names_and_shapes_follow_torchvision() {
         let vm = VarMap::new();
-        let _m = ResNet::seeded(&tiny(Arch::ResNet50, false), &vm, DType::F32, &Device::Cpu, 1)
-            .unwrap();
+        let _m = ResNet::seeded(
+            &tiny(Arch::ResNet50, false),
+            &vm,
+            DType::F32,
+            &Device::Cpu,
+            1,
+        )
+        .unwrap();
         let vars = named_vars(&vm);
         let get = |n: &str| {
             vars.iter()
@@ -604,7 +631,14 @@ mod tests {
         }
         let vars = named_vars(&a);
         let vals = |n: &str| {
-            vars.iter().find(|(k, _)| k == n).unwrap().1.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            vars.iter()
+                .find(|(k, _)| k == n)
+                .unwrap()
+                .1
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
         };
         assert!(vals("bn1.weight").iter().all(|&v| v == 1.0));
         assert!(vals("bn1.running_mean").iter().all(|&v| v == 0.0));
@@ -620,7 +654,9 @@ mod tests {
         let vm = VarMap::new();
         let cfg = tiny(Arch::ResNet18, true);
         let m = ResNet::seeded(&cfg, &vm, DType::F32, &Device::Cpu, 3).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (4, 1, 16, 16), &Device::Cpu).unwrap().affine(3.0, 2.0)
+        let x = Tensor::randn(0f32, 1.0, (4, 1, 16, 16), &Device::Cpu)
+            .unwrap()
+            .affine(3.0, 2.0)
             .unwrap();
         let eval_before = m.forward_t(&x, false).unwrap();
         let train_out = m.forward_t(&x, true).unwrap();
@@ -631,7 +667,12 @@ mod tests {
             .unwrap();
         assert!(rm.iter().any(|&v| v != 0.0), "running mean was not updated");
         // Batch statistics in training differ from the (fresh) running stats in evaluation.
-        let d = (train_out - &eval_before).unwrap().abs().unwrap().sum_all().unwrap();
+        let d = (train_out - &eval_before)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap();
         assert!(d.to_scalar::<f32>().unwrap() > 1e-3);
         // The running mean moved by momentum 0.1 towards the batch mean of conv1's output.
         let c1 = m.conv1.forward(&x).unwrap();
@@ -640,8 +681,20 @@ mod tests {
             assert!((r - 0.1 * b).abs() < 1e-5, "{r} vs {b}");
         }
         // Eval is now different (running stats used) and deterministic.
-        let e1 = m.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let e2 = m.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let e1 = m
+            .forward_t(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let e2 = m
+            .forward_t(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(e1, e2);
         let b0 = eval_before.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_ne!(e1, b0);
@@ -654,11 +707,26 @@ mod tests {
         let m = ResNet::seeded(&cfg, &vm, DType::F32, &Device::Cpu, 3).unwrap();
         let x = Tensor::ones((4, 1, 8, 8), DType::F32, &Device::Cpu).unwrap();
         let f = m.features(&x, false).unwrap();
-        let d = m.dropout(&f).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let d = m
+            .dropout(&f)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let fv = f.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(d.iter().zip(&fv).all(|(a, b)| *a == 0.0 || (a - 2.0 * b).abs() < 1e-6));
+        assert!(d
+            .iter()
+            .zip(&fv)
+            .all(|(a, b)| *a == 0.0 || (a - 2.0 * b).abs() < 1e-6));
         m.reseed_dropout(3);
-        let d2 = m.dropout(&f).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let d2 = m
+            .dropout(&f)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(d, d2);
     }
 
@@ -669,13 +737,30 @@ mod tests {
         let m = ResNet::seeded(&cfg, &vm, DType::F32, &Device::Cpu, 3).unwrap();
         let g = Tensor::randn(0f32, 1.0, (2, 1, 8, 8), &Device::Cpu).unwrap();
         let rgb = Tensor::cat(&[&g, &g, &g], 1).unwrap();
-        let a = m.forward_t(&g, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = m.forward_t(&rgb, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let a = m
+            .forward_t(&g, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = m
+            .forward_t(&rgb, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(a, b);
         let bad = Tensor::zeros((2, 2, 8, 8), DType::F32, &Device::Cpu).unwrap();
         let e = m.features(&bad, false).unwrap_err().to_string();
         assert!(e.contains("ResNet input"), "{e}");
-        let e = ResNet::new(&cfg.clone().with_dropout(1.0), VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu)).unwrap_err().to_string();
+        let e = ResNet::new(
+            &cfg.clone().with_dropout(1.0),
+            VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("dropout"), "{e}");
     }
 }

@@ -153,9 +153,13 @@ pub fn registry() -> Vec<SourceEntry> {
 pub fn entry(name: &str) -> Result<SourceEntry> {
     let all = registry();
     let known: Vec<String> = all.iter().map(|e| e.name.clone()).collect();
-    all.into_iter()
-        .find(|e| e.name == name)
-        .ok_or_else(|| Error::param("source", name, format!("unknown; known: {}", known.join(", "))))
+    all.into_iter().find(|e| e.name == name).ok_or_else(|| {
+        Error::param(
+            "source",
+            name,
+            format!("unknown; known: {}", known.join(", ")),
+        )
+    })
 }
 
 /// Where to look for weight files, and whether the network may be used.
@@ -278,7 +282,10 @@ impl SourceEntry {
             let key = format!("{}.weight", self.first_conv);
             if let Some(w) = tensors.get(&key) {
                 let adapted = adapt_input_conv(w, 1).map_err(|e| {
-                    Error::file(&path, format!("tensor `{key}`: cannot adapt to 1 channel: {e}"))
+                    Error::file(
+                        &path,
+                        format!("tensor `{key}`: cannot adapt to 1 channel: {e}"),
+                    )
                 })?;
                 tensors.insert(key, adapted);
             }
@@ -463,9 +470,8 @@ pub fn load_weights(
     file: &Path,
     skip_prefix: Option<&str>,
 ) -> Result<LoadReport> {
-    let under = |name: &str| {
-        skip_prefix.is_some_and(|p| name == p || name.starts_with(&format!("{p}.")))
-    };
+    let under =
+        |name: &str| skip_prefix.is_some_and(|p| name == p || name.starts_with(&format!("{p}.")));
     let vars = model::named_vars(varmap);
     let mut report = LoadReport::default();
     // Check everything before setting anything, so that a failed load leaves no half-set model.
@@ -478,7 +484,10 @@ pub fn load_weights(
         let t = tensors.get(name).ok_or_else(|| {
             Error::file(
                 file,
-                format!("missing tensor `{name}` (model expects shape {:?})", var.dims()),
+                format!(
+                    "missing tensor `{name}` (model expects shape {:?})",
+                    var.dims()
+                ),
             )
         })?;
         if t.dims() != var.dims() {
@@ -544,7 +553,10 @@ mod tests {
             normalise_name("module.backbone.4.0.downsample.1.bias"),
             "layer1.0.downsample.1.bias"
         );
-        assert_eq!(normalise_name("backbone.7.2.conv3.weight"), "layer4.2.conv3.weight");
+        assert_eq!(
+            normalise_name("backbone.7.2.conv3.weight"),
+            "layer4.2.conv3.weight"
+        );
         assert_eq!(normalise_name("layer2.1.bn2.weight"), "layer2.1.bn2.weight");
         assert_eq!(normalise_name("fc.bias"), "fc.bias");
     }

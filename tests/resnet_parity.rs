@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 
 use spectral_transfer::candle_core::{DType, Device, Tensor};
 use spectral_transfer::candle_nn::{VarBuilder, VarMap};
-use spectral_transfer::gradient::{input_gradient, input_gradient_batched, GradientTarget};
+use spectral_transfer::gradient::{
+    input_gradient, input_gradient_batched, to_image_batch, GradientTarget,
+};
 use spectral_transfer::model::{Arch, ResNet, ResNetConfig};
 use spectral_transfer::source::{
     self, Head, InputAdapt, LoadOptions, SourceEntry, WeightsLocation,
 };
+use spectral_transfer::spectrum::RadialPsd;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -52,13 +55,21 @@ fn load(case: &str, cfg: &ResNetConfig) -> (VarMap, ResNet) {
     let tensors = source::read_tensors(&path).unwrap();
     let report = source::load_weights(&vm, &tensors, &path, None).unwrap();
     assert!(report.fresh.is_empty());
-    assert!(report.ignored.iter().all(|n| n.ends_with("num_batches_tracked")));
+    assert!(report
+        .ignored
+        .iter()
+        .all(|n| n.ends_with("num_batches_tracked")));
     assert_eq!(report.loaded + report.ignored.len(), tensors.len());
     (vm, m)
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 /// max |got - want| / max |want|.
@@ -68,7 +79,10 @@ fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
     let w = values(want);
     let scale = w.iter().fold(0f32, |a, v| a.max(v.abs()));
     assert!(scale > 0.0);
-    g.iter().zip(&w).fold(0f32, |a, (x, y)| a.max((x - y).abs())) / scale
+    g.iter()
+        .zip(&w)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()))
+        / scale
 }
 
 fn labels(io: &HashMap<String, Tensor>) -> Vec<u32> {
@@ -97,6 +111,26 @@ fn check_eval_parity(case: &str, cfg: &ResNetConfig) {
         assert!(e < 1e-4, "{case} {key}: {e}");
         let gb = input_gradient_batched(&m, x, &labs, target, 1).unwrap();
         assert!(rel_err(&gb, &io[key]) < 1e-4, "{case} {key} micro-batched");
+        // The gradient PSD (default settings, raw amplitudes) of candle's and PyTorch's gradients.
+        let psd = RadialPsd {
+            normalisation: spectral_transfer::spectrum::Normalisation::None,
+            ..RadialPsd::default()
+        };
+        let ours = psd
+            .compute(&to_image_batch(&g).unwrap(), Some(&labs))
+            .unwrap();
+        let theirs = psd
+            .compute(&to_image_batch(&io[key]).unwrap(), Some(&labs))
+            .unwrap();
+        let scale = theirs.mean.iter().fold(0f64, |a, v| a.max(v.abs()));
+        let e = ours
+            .mean
+            .iter()
+            .zip(&theirs.mean)
+            .fold(0f64, |a, (p, q)| a.max((p - q).abs()))
+            / scale;
+        eprintln!("{case}: {key} PSD rel err {e:.2e}");
+        assert!(e < 1e-4, "{case} {key} PSD: {e}");
     }
 }
 
@@ -169,10 +203,16 @@ fn radimagenet_style_pt_loads_through_the_pickle_reader() {
             1,
         )
         .unwrap();
-    assert_eq!(loaded.report.fresh, vec!["fc.bias".to_string(), "fc.weight".to_string()]);
+    assert_eq!(
+        loaded.report.fresh,
+        vec!["fc.bias".to_string(), "fc.weight".to_string()]
+    );
     assert_eq!(loaded.config.num_classes, 2);
     let io = io("basic18");
-    let e = rel_err(&loaded.model.features(&io["x"], false).unwrap(), &io["features"]);
+    let e = rel_err(
+        &loaded.model.features(&io["x"], false).unwrap(),
+        &io["features"],
+    );
     assert!(e < 1e-4, "features from the .pt: {e}");
     // Keeping the head is impossible: the file has no classifier.
     let err = entry
@@ -180,7 +220,10 @@ fn radimagenet_style_pt_loads_through_the_pickle_reader() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("radimagenet_like.pt") && err.contains("fc."), "{err}");
+    assert!(
+        err.contains("radimagenet_like.pt") && err.contains("fc."),
+        "{err}"
+    );
 }
 
 /// A fake Hugging Face cache: hub/models--org--name/{refs/main, snapshots/<sha>/model.safetensors}.
@@ -195,7 +238,10 @@ fn hf_cache_hit_loads_offline_and_a_miss_is_explained() {
     std::fs::write(repo_dir.join("refs/main"), sha).unwrap();
     std::fs::copy(
         fixture("basic18.safetensors"),
-        repo_dir.join("snapshots").join(sha).join("model.safetensors"),
+        repo_dir
+            .join("snapshots")
+            .join(sha)
+            .join("model.safetensors"),
     )
     .unwrap();
     let mut entry = source::entry("imagenet-resnet50").unwrap();
@@ -210,9 +256,16 @@ fn hf_cache_hit_loads_offline_and_a_miss_is_explained() {
         hf_cache: Some(hub.clone()),
         ..Default::default()
     };
-    let loaded = entry.load(&opts, Head::Keep, None, &Device::Cpu, 0).unwrap();
+    let loaded = entry
+        .load(&opts, Head::Keep, None, &Device::Cpu, 0)
+        .unwrap();
     let io = io("basic18");
-    assert!(rel_err(&loaded.model.logits(&io["x"], false).unwrap(), &io["logits"]) < 1e-4);
+    assert!(
+        rel_err(
+            &loaded.model.logits(&io["x"], false).unwrap(),
+            &io["logits"]
+        ) < 1e-4
+    );
 
     entry.weights = WeightsLocation::HfHub {
         repo: "tiny-org/absent".into(),
@@ -220,7 +273,10 @@ fn hf_cache_hit_loads_offline_and_a_miss_is_explained() {
         revision: "main".into(),
     };
     let err = entry.resolve(&opts).unwrap_err().to_string();
-    assert!(err.contains("not in the local cache") && err.contains("tiny-org/absent"), "{err}");
+    assert!(
+        err.contains("not in the local cache") && err.contains("tiny-org/absent"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -257,7 +313,10 @@ fn every_name_and_shape_is_checked() {
     let mut missing = good.clone();
     missing.remove("layer3.0.downsample.1.running_var");
     let e = try_load(&missing, "missing.safetensors").unwrap();
-    assert!(e.contains("missing tensor `layer3.0.downsample.1.running_var`"), "{e}");
+    assert!(
+        e.contains("missing tensor `layer3.0.downsample.1.running_var`"),
+        "{e}"
+    );
 
     let mut extra = good.clone();
     extra.insert(
@@ -265,7 +324,10 @@ fn every_name_and_shape_is_checked() {
         Tensor::zeros((1, 1, 1, 1), DType::F32, &Device::Cpu).unwrap(),
     );
     let e = try_load(&extra, "extra.safetensors").unwrap();
-    assert!(e.contains("unexpected tensor `layer5.0.conv1.weight`"), "{e}");
+    assert!(
+        e.contains("unexpected tensor `layer5.0.conv1.weight`"),
+        "{e}"
+    );
 
     // A model of another width: the first mismatch (in name order) is named.
     let vm = VarMap::new();
@@ -275,8 +337,13 @@ fn every_name_and_shape_is_checked() {
     )
     .unwrap();
     let p = fixture("basic18.safetensors");
-    let e = source::load_weights(&vm, &good, &p, None).unwrap_err().to_string();
-    assert!(e.contains("tensor `bn1.bias`: expected shape [4], got [2]"), "{e}");
+    let e = source::load_weights(&vm, &good, &p, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tensor `bn1.bias`: expected shape [4], got [2]"),
+        "{e}"
+    );
 }
 
 /// timm's first-conv adaptation: a 1-channel model with summed RGB kernels equals the RGB
@@ -293,7 +360,13 @@ fn sum_rgb_adaptation_equals_channel_replication() {
         .load(&opts, Head::Keep, Some(InputAdapt::SumRgb), &Device::Cpu, 0)
         .unwrap();
     let replicated = entry
-        .load(&opts, Head::Keep, Some(InputAdapt::Replicate), &Device::Cpu, 0)
+        .load(
+            &opts,
+            Head::Keep,
+            Some(InputAdapt::Replicate),
+            &Device::Cpu,
+            0,
+        )
         .unwrap();
     assert_eq!(summed.config.in_channels, 1);
     assert_eq!(replicated.config.in_channels, 3);

@@ -238,7 +238,9 @@ mod tests {
         out
     }
 
-    const CASES: &[((usize, usize, usize, usize), usize, usize, usize)] = &[
+    /// (N, C, H, W), kernel, stride, padding.
+    type Case = ((usize, usize, usize, usize), usize, usize, usize);
+    const CASES: &[Case] = &[
         ((2, 3, 7, 9), 3, 2, 1), // ResNet stem pool on odd sizes
         ((1, 2, 8, 8), 3, 2, 1),
         ((1, 2, 5, 6), 2, 1, 0),
@@ -256,7 +258,11 @@ mod tests {
             let t = Tensor::from_vec(x.clone(), shape, &dev).unwrap();
             let got = max_pool2d(&t, k, s, p).unwrap();
             let want = naive(&x, shape, k, s, p, true);
-            assert_eq!(got.flatten_all().unwrap().to_vec1::<f64>().unwrap(), want, "{shape:?} k{k} s{s} p{p}");
+            assert_eq!(
+                got.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+                want,
+                "{shape:?} k{k} s{s} p{p}"
+            );
         }
     }
 
@@ -269,7 +275,12 @@ mod tests {
             }
             let x = random(shape, 100 + i as u64);
             let t = Tensor::from_vec(x.clone(), shape, &dev).unwrap();
-            let got = avg_pool2d(&t, k, s).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let got = avg_pool2d(&t, k, s)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
             let want = naive(&x, shape, k, s, 0, false);
             assert_eq!(got.len(), want.len());
             for (a, b) in got.iter().zip(&want) {
@@ -293,7 +304,9 @@ mod tests {
                     avg_pool2d(t, k, s).unwrap()
                 }
             };
-            let out_shape = pool(&Tensor::from_vec(x.clone(), shape, &dev).unwrap()).dims().to_vec();
+            let out_shape = pool(&Tensor::from_vec(x.clone(), shape, &dev).unwrap())
+                .dims()
+                .to_vec();
             let r = Tensor::from_vec(
                 random((1, 1, 1, out_shape.iter().product()), 300 + i as u64),
                 out_shape,
@@ -302,12 +315,23 @@ mod tests {
             .unwrap();
             let loss = |xs: &[f64]| -> f64 {
                 let t = Tensor::from_vec(xs.to_vec(), shape, &dev).unwrap();
-                (pool(&t) * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+                (pool(&t) * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
             };
             let var = Var::from_tensor(&Tensor::from_vec(x.clone(), shape, &dev).unwrap()).unwrap();
             let l = (pool(var.as_tensor()) * &r).unwrap().sum_all().unwrap();
             let grads = l.backward().unwrap();
-            let g = grads.get(&var).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let g = grads
+                .get(&var)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
             let eps = 1e-6;
             for j in 0..x.len() {
                 let mut xp = x.clone();
