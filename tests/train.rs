@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spectral_transfer::data::PatchSet;
 use spectral_transfer::train::{
-    finetune_with, fit, load_checkpoint, load_into_varmap, pretrain_with, roc_auc, sidecar_path,
+    finetune_with, load_checkpoint, load_into_varmap, pretrain_with, roc_auc, sidecar_path,
     varmap_tensors, Augment, ModelSpec, SeededDropout, TrainConfig, Trained,
 };
 use spectral_transfer::Result;
@@ -23,7 +23,13 @@ struct TinyCnn {
 }
 
 impl TinyCnn {
-    fn new(channels: usize, width: usize, classes: usize, dropout: f64, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        channels: usize,
+        width: usize,
+        classes: usize,
+        dropout: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let conv_cfg = candle_nn::Conv2dConfig {
             padding: 1,
             ..Default::default()
@@ -69,7 +75,11 @@ fn stripes(n_per_class: usize, classes: u32, seed: u64) -> PatchSet {
                     1 => x as f32,
                     _ => 0.0,
                 };
-                let s = if class < 2 { (t * 1.9 + phase).sin() } else { 0.0 };
+                let s = if class < 2 {
+                    (t * 1.9 + phase).sin()
+                } else {
+                    0.0
+                };
                 let v = 0.5 + amp * s + 0.1 * (rng.random::<f32>() - 0.5);
                 pixels.push(v.clamp(0.0, 1.0));
             }
@@ -103,7 +113,14 @@ fn quick(seed: u64) -> TrainConfig {
 
 fn pretrain_tiny(set: &PatchSet, cfg: &TrainConfig) -> Trained<TinyCnn> {
     let classes = set.num_classes();
-    pretrain_with(|vb| TinyCnn::new(1, 6, classes, 0.0, vb), &spec(1), set, None, cfg).unwrap()
+    pretrain_with(
+        |vb| TinyCnn::new(1, 6, classes, 0.0, vb),
+        &spec(1),
+        set,
+        None,
+        cfg,
+    )
+    .unwrap()
 }
 
 fn weights(t: &Trained<TinyCnn>) -> Vec<(String, Vec<f32>)> {
@@ -135,13 +152,19 @@ fn metric_bits(t: &Trained<TinyCnn>) -> Vec<(usize, u64, Option<u64>, Option<u64
 #[test]
 fn pretraining_loss_decreases_on_an_easy_task() {
     let set = stripes(24, 3, 1);
-    let t = pretrain_tiny(&set, &quick(5));
+    let t = pretrain_tiny(
+        &set,
+        &TrainConfig {
+            epochs: 15,
+            ..quick(5)
+        },
+    );
     let losses: Vec<f64> = t.history.iter().map(|m| m.train_loss).collect();
     eprintln!("pretrain losses {losses:?}");
-    assert_eq!(losses.len(), 6);
+    assert_eq!(losses.len(), 15);
     // 3 classes: chance is ln 3 = 1.10 nats
-    assert!(losses[5] < 0.6 * losses[0], "{losses:?}");
-    assert!(losses[5] < 0.7, "{losses:?}");
+    assert!(losses[14] < 0.5 * losses[0], "{losses:?}");
+    assert!(losses[12..].iter().all(|&l| l < 0.6), "{losses:?}");
     // the trained model separates class 1 from the rest on fresh data
     let test = stripes(20, 3, 99);
     let p1 = t.predict_scores(&test).unwrap();
@@ -161,7 +184,14 @@ fn same_seed_gives_bit_identical_weights_and_metrics() {
             ..quick(seed)
         };
         // dropout on, augmentation on (default), validation on: every random source is used
-        pretrain_with(|vb| TinyCnn::new(1, 6, 3, 0.3, vb), &spec(1), &set, Some(&val), &cfg).unwrap()
+        pretrain_with(
+            |vb| TinyCnn::new(1, 6, 3, 0.3, vb),
+            &spec(1),
+            &set,
+            Some(&val),
+            &cfg,
+        )
+        .unwrap()
     };
     let a = run(11, Some(1));
     let b = run(11, Some(1));
@@ -213,30 +243,62 @@ fn finetuning_replaces_the_head_and_beats_chance() {
 
     // a source of another architecture is rejected, naming the tensor
     let mut wrong: HashMap<String, Tensor> = from.clone();
-    wrong.insert("conv1.weight".into(), Tensor::zeros((5, 1, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap());
-    let e = finetune_with(|vb| TinyCnn::new(1, 6, 2, 0.5, vb), &spec(1), &wrong, "fc.", &train, None, &cfg)
-        .err()
-        .unwrap()
-        .to_string();
+    wrong.insert(
+        "conv1.weight".into(),
+        Tensor::zeros((5, 1, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = finetune_with(
+        |vb| TinyCnn::new(1, 6, 2, 0.5, vb),
+        &spec(1),
+        &wrong,
+        "fc.",
+        &train,
+        None,
+        &cfg,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("conv1.weight"), "{e}");
-    let e = finetune_with(|vb| TinyCnn::new(1, 6, 2, 0.5, vb), &spec(1), &from, "fc.", &source, None, &cfg)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = finetune_with(
+        |vb| TinyCnn::new(1, 6, 2, 0.5, vb),
+        &spec(1),
+        &from,
+        "fc.",
+        &source,
+        None,
+        &cfg,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("binary"), "{e}");
 }
 
 #[test]
 fn transferred_weights_are_copied_and_the_head_is_fresh() {
     let source = stripes(8, 3, 4);
-    let pre = pretrain_tiny(&source, &TrainConfig { epochs: 1, ..quick(1) });
+    let pre = pretrain_tiny(
+        &source,
+        &TrainConfig {
+            epochs: 1,
+            ..quick(1)
+        },
+    );
     let from = varmap_tensors(&pre.varmap).unwrap();
-    let (varmap, _m) = spectral_transfer::train::build_seeded(|vb| TinyCnn::new(1, 6, 2, 0.5, vb), 9, &Device::Cpu).unwrap();
+    let (varmap, _m) = spectral_transfer::train::build_seeded(
+        |vb| TinyCnn::new(1, 6, 2, 0.5, vb),
+        9,
+        &Device::Cpu,
+    )
+    .unwrap();
     let n = spectral_transfer::train::transfer_weights(&from, &varmap, "fc.").unwrap();
     // conv1.weight, conv1.bias, bn1.{weight, bias, running_mean, running_var}
     assert_eq!(n, 6);
     let to = varmap_tensors(&varmap).unwrap();
-    let v = |m: &HashMap<String, Tensor>, k: &str| m[k].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let v = |m: &HashMap<String, Tensor>, k: &str| {
+        m[k].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
     assert_eq!(v(&to, "conv1.weight"), v(&from, "conv1.weight"));
     assert_eq!(v(&to, "bn1.running_var"), v(&from, "bn1.running_var"));
     assert_eq!(to["fc.weight"].dims(), &[2, 6]);
@@ -259,16 +321,31 @@ fn early_stopping_restores_the_best_epoch() {
         checkpoint_dir: Some(dir.path().to_path_buf()),
         ..quick(2)
     };
-    let t = pretrain_with(|vb| TinyCnn::new(1, 6, 2, 0.0, vb), &spec(1), &train, Some(&val), &cfg).unwrap();
+    let t = pretrain_with(
+        |vb| TinyCnn::new(1, 6, 2, 0.0, vb),
+        &spec(1),
+        &train,
+        Some(&val),
+        &cfg,
+    )
+    .unwrap();
     let losses: Vec<f64> = t.history.iter().map(|m| m.val_loss.unwrap()).collect();
     let best = t.best_epoch.unwrap();
     eprintln!("val losses {losses:?}, best epoch {best}");
     let min = losses.iter().cloned().fold(f64::INFINITY, f64::min);
     assert_eq!(losses[best - 1], min);
     // stopped exactly `patience` epochs after the best one (or ran out of epochs)
-    assert!(t.history.len() == best + 2 || t.history.len() == 12, "{} epochs", t.history.len());
+    assert!(
+        t.history.len() == best + 2 || t.history.len() == 12,
+        "{} epochs",
+        t.history.len()
+    );
     // the final weights are those written after the best epoch
-    let (saved, meta) = load_checkpoint(&dir.path().join(format!("epoch-{best:03}.safetensors")), &Device::Cpu).unwrap();
+    let (saved, meta) = load_checkpoint(
+        &dir.path().join(format!("epoch-{best:03}.safetensors")),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(meta.epoch, best);
     assert_eq!(meta.seed, 2);
     assert_eq!(meta.history.len(), best);
@@ -283,7 +360,17 @@ fn early_stopping_restores_the_best_epoch() {
 #[test]
 fn checkpoints_round_trip_and_bad_files_are_named() {
     let set = stripes(8, 2, 30);
-    let t = pretrain_with(|vb| TinyCnn::new(1, 4, 2, 0.0, vb), &spec(1), &set, None, &TrainConfig { epochs: 2, ..quick(4) }).unwrap();
+    let t = pretrain_with(
+        |vb| TinyCnn::new(1, 4, 2, 0.0, vb),
+        &spec(1),
+        &set,
+        None,
+        &TrainConfig {
+            epochs: 2,
+            ..quick(4)
+        },
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.safetensors");
     t.save_checkpoint(&path).unwrap();
@@ -292,34 +379,60 @@ fn checkpoints_round_trip_and_bad_files_are_named() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 
     // load into a model built from another seed: predictions become identical
-    let (varmap, model) = spectral_transfer::train::build_seeded(|vb| TinyCnn::new(1, 4, 2, 0.0, vb), 77, &Device::Cpu).unwrap();
+    let (varmap, model) = spectral_transfer::train::build_seeded(
+        |vb| TinyCnn::new(1, 4, 2, 0.0, vb),
+        77,
+        &Device::Cpu,
+    )
+    .unwrap();
     let meta = load_into_varmap(&path, &varmap).unwrap();
     assert_eq!(meta.train_config, t.config);
     assert_eq!(meta.model_config["arch"], "tiny-cnn");
-    assert_eq!(meta.history, t.history);
+    // the sidecar's floats are decimal JSON: equal to the last bit or two (serde_json without
+    // `float_roundtrip`); the weights file is exact
+    assert_eq!(meta.history.len(), t.history.len());
+    for (a, b) in meta.history.iter().zip(&t.history) {
+        assert_eq!(a.epoch, b.epoch);
+        assert!((a.train_loss - b.train_loss).abs() <= 1e-15 * b.train_loss.abs());
+    }
     assert_eq!(meta.tensors["conv1.weight"], vec![4, 1, 3, 3]);
     let norm = &t.config.normalise;
     let p_a = t.predict_scores(&set).unwrap();
-    let p_b = spectral_transfer::train::predict_scores_with(&model, &set, 1, norm, 5, &Device::Cpu).unwrap();
-    assert_eq!(p_a, p_b);
+    let p_b = spectral_transfer::train::predict_scores_with(&model, &set, 1, norm, 5, &Device::Cpu)
+        .unwrap();
+    // (another evaluation batch size may change the last bits of a matmul)
+    for (a, b) in p_a.iter().zip(&p_b) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
 
     // another architecture: the mismatching tensor is named
-    let (wide, _) = spectral_transfer::train::build_seeded(|vb| TinyCnn::new(1, 5, 2, 0.0, vb), 0, &Device::Cpu).unwrap();
+    let (wide, _) = spectral_transfer::train::build_seeded(
+        |vb| TinyCnn::new(1, 5, 2, 0.0, vb),
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
     let e = load_into_varmap(&path, &wide).unwrap_err().to_string();
     assert!(e.contains("tiny.safetensors") && e.contains("shape"), "{e}");
 
     // a truncated weights file: the error names the file
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let e = load_checkpoint(&path, &Device::Cpu).unwrap_err().to_string();
+    let e = load_checkpoint(&path, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("tiny.safetensors"), "{e}");
     // a broken sidecar: the error names the sidecar
     std::fs::write(&path, &bytes).unwrap();
     std::fs::write(sidecar_path(&path), "{not json").unwrap();
-    let e = load_checkpoint(&path, &Device::Cpu).unwrap_err().to_string();
+    let e = load_checkpoint(&path, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("tiny.json"), "{e}");
     std::fs::remove_file(sidecar_path(&path)).unwrap();
-    let e = load_checkpoint(&path, &Device::Cpu).unwrap_err().to_string();
+    let e = load_checkpoint(&path, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("tiny.json"), "{e}");
 }
 
@@ -332,17 +445,50 @@ fn channel_replication_feeds_a_three_channel_model() {
         augment: Augment::none(),
         ..quick(1)
     };
-    let t = pretrain_with(|vb| TinyCnn::new(3, 4, 2, 0.0, vb), &spec(3), &set, None, &cfg).unwrap();
+    let t = pretrain_with(
+        |vb| TinyCnn::new(3, 4, 2, 0.0, vb),
+        &spec(3),
+        &set,
+        None,
+        &cfg,
+    )
+    .unwrap();
     assert_eq!(t.predict_scores(&set).unwrap().len(), set.len());
     // a 1-channel spec for a 3-channel model fails with candle's shape error, not a panic
-    let e = pretrain_with(|vb| TinyCnn::new(3, 4, 2, 0.0, vb), &spec(1), &set, None, &TrainConfig { normalise: Default::default(), ..cfg.clone() });
+    let e = pretrain_with(
+        |vb| TinyCnn::new(3, 4, 2, 0.0, vb),
+        &spec(1),
+        &set,
+        None,
+        &TrainConfig {
+            normalise: Default::default(),
+            ..cfg.clone()
+        },
+    );
     assert!(e.is_err());
     // ImageNet statistics need 3 channels
-    let e = pretrain_with(|vb| TinyCnn::new(1, 4, 2, 0.0, vb), &spec(1), &set, None, &cfg).err().unwrap().to_string();
+    let e = pretrain_with(
+        |vb| TinyCnn::new(1, 4, 2, 0.0, vb),
+        &spec(1),
+        &set,
+        None,
+        &cfg,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("normalise.mean"), "{e}");
     // a model with too few outputs for the labels is a clear shape error
     let three = stripes(4, 3, 41);
-    let e = pretrain_with(|vb| TinyCnn::new(1, 4, 2, 0.0, vb), &spec(1), &three, None, &quick(0)).err().unwrap().to_string();
+    let e = pretrain_with(
+        |vb| TinyCnn::new(1, 4, 2, 0.0, vb),
+        &spec(1),
+        &three,
+        None,
+        &quick(0),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("logits"), "{e}");
-    let _ = fit::<TinyCnn>;
 }

@@ -41,7 +41,11 @@ pub fn roc_auc(scores: &[f32], labels: &[u32], positive: u32) -> Result<f64> {
     }
     let mut order: Vec<usize> = (0..scores.len()).collect();
     // partial_cmp, not total_cmp: -0.0 and 0.0 must tie; it is total here since NaN was rejected.
-    order.sort_by(|&a, &b| scores[a].partial_cmp(&scores[b]).unwrap_or(std::cmp::Ordering::Equal));
+    order.sort_by(|&a, &b| {
+        scores[a]
+            .partial_cmp(&scores[b])
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     let mut rank_sum_pos = 0f64;
     let mut start = 0;
     while start < order.len() {
@@ -51,7 +55,10 @@ pub fn roc_auc(scores: &[f32], labels: &[u32], positive: u32) -> Result<f64> {
         }
         // ranks start+1 ..= end, all tied: each gets their mean
         let mid_rank = (start + 1 + end) as f64 / 2.0;
-        let pos_in_tie = order[start..end].iter().filter(|&&i| labels[i] == positive).count();
+        let pos_in_tie = order[start..end]
+            .iter()
+            .filter(|&&i| labels[i] == positive)
+            .count();
         rank_sum_pos += mid_rank * pos_in_tie as f64;
         start = end;
     }
@@ -82,7 +89,10 @@ mod tests {
         assert_eq!(roc_auc(&[0.5; 4], &[0, 1, 1, 0], 1).unwrap(), 0.5);
         // -0 and +0 tie, infinities order
         assert_eq!(roc_auc(&[-0.0, 0.0], &[0, 1], 1).unwrap(), 0.5);
-        assert_eq!(roc_auc(&[f32::NEG_INFINITY, f32::INFINITY], &[0, 1], 1).unwrap(), 1.0);
+        assert_eq!(
+            roc_auc(&[f32::NEG_INFINITY, f32::INFINITY], &[0, 1], 1).unwrap(),
+            1.0
+        );
     }
 
     #[test]
@@ -90,7 +100,10 @@ mod tests {
         let e = roc_auc(&[0.1, 0.2], &[1, 1], 1).unwrap_err();
         assert!(e.to_string().contains("labels"), "{e}");
         assert!(roc_auc(&[0.1, 0.2], &[0, 0], 1).is_err());
-        assert!(roc_auc(&[0.1, f32::NAN], &[0, 1], 1).unwrap_err().to_string().contains("NaN"));
+        assert!(roc_auc(&[0.1, f32::NAN], &[0, 1], 1)
+            .unwrap_err()
+            .to_string()
+            .contains("NaN"));
         assert!(roc_auc(&[0.1], &[0, 1], 1).is_err());
         assert!(roc_auc(&[], &[], 1).is_err());
     }
@@ -114,13 +127,21 @@ mod tests {
     /// (one class against the rest) and imbalance; made by tests/fixtures/auc/make_auc_fixture.py.
     #[test]
     fn agrees_with_scikit_learn() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/auc/sklearn_auc.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/auc/sklearn_auc.json"
+        );
         let text = std::fs::read_to_string(path).expect("fixture present");
         let fx: Fixture = serde_json::from_str(&text).expect("fixture parses");
         assert!(fx.cases.len() >= 10, "sklearn {}", fx.sklearn_version);
         for c in &fx.cases {
             let auc = roc_auc(&c.scores, &c.labels, c.positive).unwrap();
-            assert!((auc - c.auc).abs() < 1e-12, "{}: ours {auc}, sklearn {}", c.name, c.auc);
+            assert!(
+                (auc - c.auc).abs() < 1e-12,
+                "{}: ours {auc}, sklearn {}",
+                c.name,
+                c.auc
+            );
         }
     }
 }

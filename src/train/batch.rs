@@ -59,7 +59,11 @@ impl Normalise {
             }
         }
         if self.std.iter().any(|&s| s <= 0.0) {
-            return Err(Error::param("normalise.std", format!("{:?}", self.std), "must be > 0"));
+            return Err(Error::param(
+                "normalise.std",
+                format!("{:?}", self.std),
+                "must be > 0",
+            ));
         }
         Ok(())
     }
@@ -114,7 +118,11 @@ impl Augment {
 
     pub fn validate(&self) -> Result<()> {
         if !(self.max_shift.is_finite() && self.max_shift >= 0.0) {
-            return Err(Error::param("augment.max_shift", self.max_shift, "must be finite and >= 0"));
+            return Err(Error::param(
+                "augment.max_shift",
+                self.max_shift,
+                "must be finite and >= 0",
+            ));
         }
         if !(self.max_rotation_deg.is_finite() && (0.0..=180.0).contains(&self.max_rotation_deg)) {
             return Err(Error::param(
@@ -141,7 +149,16 @@ impl Augment {
 /// Inverse-maps every output pixel: undo the shift, rotate by `-angle` about the centre, then
 /// mirror; samples bilinearly with clamped (edge-repeating) coordinates.
 #[allow(clippy::too_many_arguments)]
-fn warp(src: &[f32], h: usize, w: usize, flip: bool, dy: f32, dx: f32, angle: f32, out: &mut [f32]) {
+fn warp(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    flip: bool,
+    dy: f32,
+    dx: f32,
+    angle: f32,
+    out: &mut [f32],
+) {
     let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
     let (s, c) = angle.sin_cos();
     let at = |y: usize, x: usize| src[y * w + x];
@@ -186,7 +203,11 @@ pub fn batch_tensors(
         return Err(Error::param(
             "indices",
             bad,
-            format!("out of range for patch set `{}` of {} patches", set.name, set.len()),
+            format!(
+                "out of range for patch set `{}` of {} patches",
+                set.name,
+                set.len()
+            ),
         ));
     }
     let (h, w) = (set.height, set.width);
@@ -203,7 +224,10 @@ pub fn batch_tensors(
             _ => set.pixels_of(i),
         };
         for c in 0..channels {
-            let (m, s) = (Normalise::at(&normalise.mean, c), Normalise::at(&normalise.std, c));
+            let (m, s) = (
+                Normalise::at(&normalise.mean, c),
+                Normalise::at(&normalise.std, c),
+            );
             let dst = &mut data[(k * channels + c) * hw..(k * channels + c + 1) * hw];
             for (d, &v) in dst.iter_mut().zip(patch) {
                 *d = (v - m) / s;
@@ -223,7 +247,10 @@ pub fn batch_tensors(
 pub fn epoch_batches(n: usize, batch_size: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(rng);
-    let mut batches: Vec<Vec<usize>> = order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
+    let mut batches: Vec<Vec<usize>> = order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
     if n > 1 && batches.last().is_some_and(|b| b.len() == 1) {
         batches.pop();
     }
@@ -296,7 +323,16 @@ mod tests {
         // a 90 degree rotation of a square is a transpose-and-flip
         let sq: Vec<f32> = (0..9).map(|v| v as f32).collect();
         let mut r = vec![0.0; 9];
-        warp(&sq, 3, 3, false, 0.0, 0.0, std::f32::consts::FRAC_PI_2, &mut r);
+        warp(
+            &sq,
+            3,
+            3,
+            false,
+            0.0,
+            0.0,
+            std::f32::consts::FRAC_PI_2,
+            &mut r,
+        );
         let r: Vec<f32> = r.iter().map(|v| v.round()).collect();
         assert_eq!(r, vec![6.0, 3.0, 0.0, 7.0, 4.0, 1.0, 8.0, 5.0, 2.0]);
     }
@@ -307,13 +343,20 @@ mod tests {
         let aug = Augment::default();
         let run = |seed| {
             let mut rng = stream_rng(seed, AUGMENT_STREAM);
-            batch_tensors(&s, &[0, 1, 0], 1, &Normalise::default(), Some((&aug, &mut rng)), &Device::Cpu)
-                .unwrap()
-                .0
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
+            batch_tensors(
+                &s,
+                &[0, 1, 0],
+                1,
+                &Normalise::default(),
+                Some((&aug, &mut rng)),
+                &Device::Cpu,
+            )
+            .unwrap()
+            .0
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
@@ -325,6 +368,11 @@ mod tests {
         let mut all: Vec<usize> = epoch_batches(10, 4, &mut stream_rng(4, SHUFFLE_STREAM)).concat();
         all.sort_unstable();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
-        assert!(Augment { max_rotation_deg: 200.0, ..Augment::default() }.validate().is_err());
+        assert!(Augment {
+            max_rotation_deg: 200.0,
+            ..Augment::default()
+        }
+        .validate()
+        .is_err());
     }
 }

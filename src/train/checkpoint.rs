@@ -116,7 +116,8 @@ pub fn save_checkpoint(path: &Path, varmap: &VarMap, meta: &CheckpointMeta) -> R
     let side = sidecar_path(path);
     write_atomic(&side, |tmp| {
         let mut f = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
-        f.write_all(json.as_bytes()).map_err(|e| Error::io(tmp, e))?;
+        f.write_all(json.as_bytes())
+            .map_err(|e| Error::io(tmp, e))?;
         f.write_all(b"\n").map_err(|e| Error::io(tmp, e))
     })
 }
@@ -125,7 +126,10 @@ pub fn save_checkpoint(path: &Path, varmap: &VarMap, meta: &CheckpointMeta) -> R
 ///
 /// Errors name the file: missing, not safetensors (corrupt, truncated), sidecar not valid JSON of
 /// this format, or a tensor whose name or shape differs between the two.
-pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, CheckpointMeta)> {
+pub fn load_checkpoint(
+    path: &Path,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, CheckpointMeta)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| Error::file(path, format!("not a readable safetensors checkpoint: {e}")))?;
@@ -136,10 +140,19 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(HashMap<String, 
     if meta.format != CHECKPOINT_FORMAT {
         return Err(Error::file(
             &side,
-            format!("checkpoint format {} (this build reads {CHECKPOINT_FORMAT})", meta.format),
+            format!(
+                "checkpoint format {} (this build reads {CHECKPOINT_FORMAT})",
+                meta.format
+            ),
         ));
     }
-    check_shapes(path, &meta.tensors, &shapes(&tensors), "sidecar", "weights file")?;
+    check_shapes(
+        path,
+        &meta.tensors,
+        &shapes(&tensors),
+        "sidecar",
+        "weights file",
+    )?;
     Ok((tensors, meta))
 }
 

@@ -77,7 +77,9 @@ struct SeededVarMap {
 }
 
 fn poisoned() -> candle_core::Error {
-    candle_core::Error::Msg("the VarMap lock is poisoned (a thread panicked while holding it)".into())
+    candle_core::Error::Msg(
+        "the VarMap lock is poisoned (a thread panicked while holding it)".into(),
+    )
 }
 
 impl SimpleBackend for SeededVarMap {
@@ -127,7 +129,12 @@ impl SimpleBackend for SeededVarMap {
 /// A `VarBuilder` that stores every variable in `varmap` (like `VarBuilder::from_varmap`) but
 /// initialises new ones deterministically from `seed`, per tensor name, with the distribution the
 /// model asks for (`Init`). Existing variables of `varmap` are returned unchanged.
-pub fn seeded_var_builder(varmap: &VarMap, seed: u64, dtype: DType, device: &Device) -> VarBuilder<'static> {
+pub fn seeded_var_builder(
+    varmap: &VarMap,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
     VarBuilder::from_backend(
         Box::new(SeededVarMap {
             varmap: varmap.clone(),
@@ -190,7 +197,13 @@ impl candle_nn::ModuleT for SeededDropout {
         let mask: Vec<f32> = {
             let mut rng = self.rng.lock().map_err(|_| poisoned())?;
             (0..xs.elem_count())
-                .map(|_| if rng.random::<f32>() >= self.p { scale } else { 0.0 })
+                .map(|_| {
+                    if rng.random::<f32>() >= self.p {
+                        scale
+                    } else {
+                        0.0
+                    }
+                })
                 .collect()
         };
         let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
@@ -207,7 +220,12 @@ mod tests {
         let vm = VarMap::new();
         let vb = seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu);
         let lin = candle_nn::linear(50, 40, vb.pp("fc")).unwrap();
-        let w = lin.weight().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let w = lin
+            .weight()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let b = lin.bias().unwrap().to_vec1::<f32>().unwrap();
         (w, b)
     }
@@ -233,11 +251,38 @@ mod tests {
     fn init_does_not_depend_on_creation_order() {
         let a = VarMap::new();
         let vb = seeded_var_builder(&a, 1, DType::F32, &Device::Cpu);
-        let _ = vb.get_with_hints((3, 4), "x", Init::Randn { mean: 0.0, stdev: 1.0 }).unwrap();
-        let ya = vb.get_with_hints((5,), "y", Init::Randn { mean: 0.0, stdev: 1.0 }).unwrap();
+        let _ = vb
+            .get_with_hints(
+                (3, 4),
+                "x",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            )
+            .unwrap();
+        let ya = vb
+            .get_with_hints(
+                (5,),
+                "y",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            )
+            .unwrap();
         let b = VarMap::new();
         let vb = seeded_var_builder(&b, 1, DType::F32, &Device::Cpu);
-        let yb = vb.get_with_hints((5,), "y", Init::Randn { mean: 0.0, stdev: 1.0 }).unwrap();
+        let yb = vb
+            .get_with_hints(
+                (5,),
+                "y",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            )
+            .unwrap();
         assert_eq!(ya.to_vec1::<f32>().unwrap(), yb.to_vec1::<f32>().unwrap());
         assert_eq!(a.all_vars().len(), 2);
     }
@@ -246,14 +291,32 @@ mod tests {
     fn dropout_is_seeded_scaled_and_identity_in_eval() {
         let x = Tensor::ones((4, 1000), DType::F32, &Device::Cpu).unwrap();
         let d = SeededDropout::new(0.5, 3).unwrap();
-        let y1 = d.forward_t(&x, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y1 = d
+            .forward_t(&x, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         d.reseed(3);
-        let y2 = d.forward_t(&x, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y2 = d
+            .forward_t(&x, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(y1, y2);
         assert!(y1.iter().all(|&v| v == 0.0 || v == 2.0));
         let kept = y1.iter().filter(|&&v| v > 0.0).count() as f64 / 4000.0;
         assert!((kept - 0.5).abs() < 0.03, "kept {kept}");
-        let e = d.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let e = d
+            .forward_t(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert!(e.iter().all(|&v| v == 1.0));
         assert!(SeededDropout::new(1.0, 0).is_err());
     }

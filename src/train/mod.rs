@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 pub use auc::roc_auc;
 pub use batch::{batch_tensors, epoch_batches, Augment, Normalise};
 pub use checkpoint::{
-    load_checkpoint, load_into_varmap, save_checkpoint, sidecar_path, varmap_tensors, CheckpointMeta,
-    CHECKPOINT_FORMAT,
+    load_checkpoint, load_into_varmap, save_checkpoint, sidecar_path, varmap_tensors,
+    CheckpointMeta, CHECKPOINT_FORMAT,
 };
 pub use init::{seeded_var_builder, SeededDropout};
 pub use optim::{OptimizerKind, Schedule};
@@ -148,13 +148,21 @@ impl TrainConfig {
             ));
         }
         if self.eval_batch_size == 0 {
-            return Err(Error::param("eval_batch_size", self.eval_batch_size, "must be >= 1"));
+            return Err(Error::param(
+                "eval_batch_size",
+                self.eval_batch_size,
+                "must be >= 1",
+            ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::param("lr", self.lr, "must be finite and > 0"));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(Error::param("weight_decay", self.weight_decay, "must be finite and >= 0"));
+            return Err(Error::param(
+                "weight_decay",
+                self.weight_decay,
+                "must be finite and >= 0",
+            ));
         }
         if self.optimizer == OptimizerKind::AdamW && self.lr * self.weight_decay >= 1.0 {
             return Err(Error::param(
@@ -165,14 +173,26 @@ impl TrainConfig {
         }
         if let Schedule::Cosine { min_factor } = self.schedule {
             if !(0.0..=1.0).contains(&min_factor) {
-                return Err(Error::param("schedule.min_factor", min_factor, "must be in [0, 1]"));
+                return Err(Error::param(
+                    "schedule.min_factor",
+                    min_factor,
+                    "must be in [0, 1]",
+                ));
             }
         }
         if self.patience == Some(0) {
-            return Err(Error::param("patience", 0, "must be >= 1 (or None for no early stopping)"));
+            return Err(Error::param(
+                "patience",
+                0,
+                "must be >= 1 (or None for no early stopping)",
+            ));
         }
         if !(0.0..1.0).contains(&self.head_dropout) {
-            return Err(Error::param("head_dropout", self.head_dropout, "must be in [0, 1)"));
+            return Err(Error::param(
+                "head_dropout",
+                self.head_dropout,
+                "must be in [0, 1)",
+            ));
         }
         if self.threads == Some(0) {
             return Err(Error::param("threads", 0, "must be >= 1 (or None)"));
@@ -238,7 +258,8 @@ impl<M: ModuleT> Trained<M> {
     /// Saves the current weights with a sidecar (config, seed, last epoch, history).
     pub fn save_checkpoint(&self, path: &std::path::Path) -> Result<()> {
         let epoch = self.best_epoch.unwrap_or(self.history.len());
-        let meta = CheckpointMeta::new(&self.config, self.spec.config.clone(), epoch, &self.history);
+        let meta =
+            CheckpointMeta::new(&self.config, self.spec.config.clone(), epoch, &self.history);
         save_checkpoint(path, &self.varmap, &meta)
     }
 }
@@ -330,9 +351,9 @@ fn progress_bar(cfg: &TrainConfig, steps: usize, epoch: usize) -> indicatif::Pro
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(steps as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-    {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(format!("{epoch}/{}", cfg.epochs));
@@ -374,7 +395,11 @@ fn fit_inner<M: ModuleT>(
     cfg: &TrainConfig,
 ) -> Result<FitOutcome> {
     if train.len() < 2 {
-        return Err(Error::param("train", train.len(), "needs at least 2 patches"));
+        return Err(Error::param(
+            "train",
+            train.len(),
+            "needs at least 2 patches",
+        ));
     }
     if let Some(v) = val {
         if v.is_empty() {
@@ -390,10 +415,15 @@ fn fit_inner<M: ModuleT>(
     }
     let device = cfg.device.device()?;
     let vars = sorted_vars(varmap)?;
-    let mut opt = optim::Adam::new(vars.iter().map(|(_, v)| v.clone()).collect(), cfg.optimizer, cfg.weight_decay)?;
+    let mut opt = optim::Adam::new(
+        vars.iter().map(|(_, v)| v.clone()).collect(),
+        cfg.optimizer,
+        cfg.weight_decay,
+    )?;
     let mut shuffle_rng = batch::stream_rng(cfg.seed, batch::SHUFFLE_STREAM);
     let mut augment_rng = batch::stream_rng(cfg.seed, batch::AUGMENT_STREAM);
-    let steps_per_epoch = epoch_batches(train.len(), cfg.batch_size, &mut batch::stream_rng(0, 0)).len();
+    let steps_per_epoch =
+        epoch_batches(train.len(), cfg.batch_size, &mut batch::stream_rng(0, 0)).len();
     let total_steps = cfg.epochs * steps_per_epoch;
     let mut history = Vec::new();
     let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
@@ -406,7 +436,14 @@ fn fit_inner<M: ModuleT>(
         let (mut loss_sum, mut seen) = (0f64, 0usize);
         let mut lr = cfg.lr;
         for idx in &batches {
-            let (x, y) = batch_tensors(train, idx, spec.channels, &cfg.normalise, Some((&cfg.augment, &mut augment_rng)), &device)?;
+            let (x, y) = batch_tensors(
+                train,
+                idx,
+                spec.channels,
+                &cfg.normalise,
+                Some((&cfg.augment, &mut augment_rng)),
+                &device,
+            )?;
             let logits = model.forward_t(&x, true)?;
             check_logits(&logits, idx.len(), train)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
@@ -428,9 +465,18 @@ fn fit_inner<M: ModuleT>(
         let train_loss = loss_sum / seen.max(1) as f64;
         let (val_loss, val_auc) = match val {
             Some(v) => {
-                let (l, p1) = evaluate(model, v, spec.channels, &cfg.normalise, cfg.eval_batch_size, &device)?;
+                let (l, p1) = evaluate(
+                    model,
+                    v,
+                    spec.channels,
+                    &cfg.normalise,
+                    cfg.eval_batch_size,
+                    &device,
+                )?;
                 if !l.is_finite() {
-                    return Err(Error::NonFinite(format!("validation loss at epoch {epoch}")));
+                    return Err(Error::NonFinite(format!(
+                        "validation loss at epoch {epoch}"
+                    )));
                 }
                 (Some(l), binary_auc(v, &p1))
             }
@@ -448,12 +494,18 @@ fn fit_inner<M: ModuleT>(
         if let Some(dir) = &cfg.checkpoint_dir {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             let meta = CheckpointMeta::new(cfg, spec.config.clone(), epoch, &history);
-            save_checkpoint(&dir.join(format!("epoch-{epoch:03}.safetensors")), varmap, &meta)?;
+            save_checkpoint(
+                &dir.join(format!("epoch-{epoch:03}.safetensors")),
+                varmap,
+                &meta,
+            )?;
         }
         if let Some(l) = val_loss {
             if best.as_ref().is_none_or(|b| l < b.0) {
                 let snapshot = if cfg.restore_best {
-                    vars.iter().map(|(_, v)| v.as_tensor().copy()).collect::<candle_core::Result<Vec<_>>>()?
+                    vars.iter()
+                        .map(|(_, v)| v.as_tensor().copy())
+                        .collect::<candle_core::Result<Vec<_>>>()?
                 } else {
                     Vec::new()
                 };
@@ -476,7 +528,10 @@ fn fit_inner<M: ModuleT>(
         }
         _ => None,
     };
-    Ok(FitOutcome { history, best_epoch })
+    Ok(FitOutcome {
+        history,
+        best_epoch,
+    })
 }
 
 /// Builds a model with seeded initial weights: `build` receives a `VarBuilder` that creates
@@ -575,7 +630,7 @@ pub fn finetune_with<M: ModuleT + Sync>(
     for (what, set) in std::iter::once(("train", train)).chain(val.map(|v| ("val", v))) {
         if set.num_classes() != 2 {
             return Err(Error::param(
-                if what == "train" { "train" } else { "val" },
+                what,
                 format!("{} classes in `{}`", set.num_classes(), set.name),
                 "fine-tuning needs a binary set (2 classes)",
             ));
@@ -606,20 +661,77 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(&format!("`{name}`")), "{e}");
         };
-        bad(TrainConfig { epochs: 0, ..Default::default() }, "epochs");
-        bad(TrainConfig { batch_size: 1, ..Default::default() }, "batch_size");
-        bad(TrainConfig { lr: f64::NAN, ..Default::default() }, "lr");
-        bad(TrainConfig { lr: -1.0, ..Default::default() }, "lr");
-        bad(TrainConfig { weight_decay: -0.1, ..Default::default() }, "weight_decay");
-        bad(TrainConfig { patience: Some(0), ..Default::default() }, "patience");
-        bad(TrainConfig { head_dropout: 1.0, ..Default::default() }, "head_dropout");
-        bad(TrainConfig { threads: Some(0), ..Default::default() }, "threads");
         bad(
-            TrainConfig { schedule: Schedule::Cosine { min_factor: 2.0 }, ..Default::default() },
+            TrainConfig {
+                epochs: 0,
+                ..Default::default()
+            },
+            "epochs",
+        );
+        bad(
+            TrainConfig {
+                batch_size: 1,
+                ..Default::default()
+            },
+            "batch_size",
+        );
+        bad(
+            TrainConfig {
+                lr: f64::NAN,
+                ..Default::default()
+            },
+            "lr",
+        );
+        bad(
+            TrainConfig {
+                lr: -1.0,
+                ..Default::default()
+            },
+            "lr",
+        );
+        bad(
+            TrainConfig {
+                weight_decay: -0.1,
+                ..Default::default()
+            },
+            "weight_decay",
+        );
+        bad(
+            TrainConfig {
+                patience: Some(0),
+                ..Default::default()
+            },
+            "patience",
+        );
+        bad(
+            TrainConfig {
+                head_dropout: 1.0,
+                ..Default::default()
+            },
+            "head_dropout",
+        );
+        bad(
+            TrainConfig {
+                threads: Some(0),
+                ..Default::default()
+            },
+            "threads",
+        );
+        bad(
+            TrainConfig {
+                schedule: Schedule::Cosine { min_factor: 2.0 },
+                ..Default::default()
+            },
             "schedule.min_factor",
         );
         bad(
-            TrainConfig { augment: Augment { max_shift: -1.0, ..Augment::default() }, ..Default::default() },
+            TrainConfig {
+                augment: Augment {
+                    max_shift: -1.0,
+                    ..Augment::default()
+                },
+                ..Default::default()
+            },
             "augment.max_shift",
         );
     }
@@ -633,7 +745,8 @@ mod tests {
         };
         let s = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<TrainConfig>(&s).unwrap(), c);
-        let partial: TrainConfig = serde_json::from_str(r#"{"lr": 0.001, "optimizer": "adam_w"}"#).unwrap();
+        let partial: TrainConfig =
+            serde_json::from_str(r#"{"lr": 0.001, "optimizer": "adam_w"}"#).unwrap();
         assert_eq!(partial.lr, 1e-3);
         assert_eq!(partial.optimizer, OptimizerKind::AdamW);
         assert_eq!(partial.batch_size, 32);

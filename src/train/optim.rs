@@ -103,9 +103,11 @@ impl Adam {
             let g = match self.kind {
                 OptimizerKind::Adam if wd != 0.0 => (g + (&theta * wd)?)?,
                 _ => g.clone(),
-            };
-            slot.m = ((&slot.m * BETA1)? + (&g * (1.0 - BETA1))?)?;
-            slot.v = ((&slot.v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            }
+            .detach();
+            // detached: the moments must not keep the autograd graph of past steps alive
+            slot.m = ((&slot.m * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();
+            slot.v = ((&slot.v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
             let denom = ((&slot.v / bc2)?.sqrt()? + EPS)?;
             let update = ((&slot.m / bc1)? / denom)?;
             let theta = match self.kind {
@@ -126,7 +128,11 @@ mod tests {
     /// Two steps on f(x) = sum(x^2) / 2 (gradient x), checked against the Adam formulas by hand.
     #[test]
     fn matches_the_adam_update() {
-        for (kind, wd) in [(OptimizerKind::Adam, 0.0), (OptimizerKind::Adam, 0.1), (OptimizerKind::AdamW, 0.1)] {
+        for (kind, wd) in [
+            (OptimizerKind::Adam, 0.0),
+            (OptimizerKind::Adam, 0.1),
+            (OptimizerKind::AdamW, 0.1),
+        ] {
             let x = Var::new(&[1.0f64, -2.0], &Device::Cpu).unwrap();
             let mut opt = Adam::new(vec![x.clone()], kind, wd).unwrap();
             let (mut m, mut v, mut th) = ([0.0f64; 2], [0.0f64; 2], [1.0f64, -2.0]);
@@ -151,7 +157,10 @@ mod tests {
             }
             let got = x.as_tensor().to_vec1::<f64>().unwrap();
             for i in 0..2 {
-                assert!((got[i] - th[i]).abs() < 1e-12, "{kind:?} wd {wd}: {got:?} vs {th:?}");
+                assert!(
+                    (got[i] - th[i]).abs() < 1e-12,
+                    "{kind:?} wd {wd}: {got:?} vs {th:?}"
+                );
             }
         }
     }
