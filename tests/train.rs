@@ -133,8 +133,11 @@ fn weights(t: &Trained<TinyCnn>) -> Vec<(String, Vec<f32>)> {
     w
 }
 
+/// Epoch, train loss, val loss, val AUC, lr as bit patterns.
+type MetricBits = (usize, u64, Option<u64>, Option<u64>, u64);
+
 /// Metrics without the wall-clock seconds, as exact bit patterns.
-fn metric_bits(t: &Trained<TinyCnn>) -> Vec<(usize, u64, Option<u64>, Option<u64>, u64)> {
+fn metric_bits(t: &Trained<TinyCnn>) -> Vec<MetricBits> {
     t.history
         .iter()
         .map(|m| {
