@@ -16,8 +16,11 @@
 //! dropout masks when the model uses [`SeededDropout`]. candle's own CPU generator cannot be
 //! seeded, so a model must not use `candle_nn::Dropout` or `VarBuilder::from_varmap` initial
 //! values if it is to be reproducible. On CPU the same seed then gives bit-identical weights and
-//! metrics (tested); candle's CPU kernels split work across threads without changing the order
-//! of floating-point sums, and the test also checks 1 thread against 2 (`TrainConfig::threads`).
+//! metrics (tested on a tiny CNN, with rayon pools of 1 and 2 threads and candle's gemm thread
+//! hint `RAYON_NUM_THREADS` at 1 and 4: candle's CPU kernels split work across threads without
+//! changing the order of floating-point sums). This is a tested observation about candle 0.11,
+//! not a guarantee of candle's: fix `TrainConfig::threads` (and `RAYON_NUM_THREADS`) when
+//! comparing runs across machines. Only `EpochMetrics::seconds` differs between runs.
 
 mod auc;
 mod batch;
