@@ -27,6 +27,7 @@ mod batch;
 mod checkpoint;
 mod init;
 mod optim;
+mod resnet;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -44,6 +45,10 @@ pub use checkpoint::{
 };
 pub use init::{seeded_var_builder, SeededDropout};
 pub use optim::{OptimizerKind, Schedule};
+pub use resnet::{
+    finetune, finetune_trained, predict_scores, predict_scores_normalised, pretrain, pretrain_val,
+    HEAD_PREFIX,
+};
 
 use crate::data::PatchSet;
 use crate::error::{Error, Result};
