@@ -6,11 +6,16 @@ use std::path::{Path, PathBuf};
 
 use spectral_transfer::data::embedded::set_paths;
 use spectral_transfer::data::{
-    build_embedded, default_data_dir, list_embedded, load_embedded, montage_png, BuildConfig, EmbeddedSet,
+    build_embedded, default_data_dir, list_embedded, load_embedded, montage_png, BuildConfig,
+    EmbeddedSet,
 };
 use spectral_transfer::Error;
 
-const COMMITTED: [EmbeddedSet; 3] = [EmbeddedSet::Natural, EmbeddedSet::Medical, EmbeddedSet::Target];
+const COMMITTED: [EmbeddedSet; 3] = [
+    EmbeddedSet::Natural,
+    EmbeddedSet::Medical,
+    EmbeddedSet::Target,
+];
 
 #[test]
 fn committed_sets_load_with_documented_shape() {
@@ -20,7 +25,10 @@ fn committed_sets_load_with_documented_shape() {
         assert_eq!((set.height, set.width), (32, 32), "{which:?}");
         assert!(set.pixels.iter().all(|v| (0.0..=1.0).contains(v)));
         let counts = set.class_counts();
-        assert!(counts.iter().all(|&c| c > 0), "{which:?}: empty class in {counts:?}");
+        assert!(
+            counts.iter().all(|&c| c > 0),
+            "{which:?}: empty class in {counts:?}"
+        );
         match which {
             EmbeddedSet::Natural => {
                 assert_eq!(set.len(), 6000);
@@ -39,7 +47,10 @@ fn committed_sets_load_with_documented_shape() {
                 assert!(set.len() >= 2000, "{}", set.len());
                 // enough slice blocks holding each class for 5-fold group splits
                 for class in 0..2u32 {
-                    let mut g: Vec<u32> = (0..set.len()).filter(|&i| set.labels[i] == class).map(|i| set.groups[i]).collect();
+                    let mut g: Vec<u32> = (0..set.len())
+                        .filter(|&i| set.labels[i] == class)
+                        .map(|i| set.groups[i])
+                        .collect();
                     g.sort();
                     g.dedup();
                     assert!(g.len() >= 5, "class {class} in only {} blocks", g.len());
@@ -82,15 +93,29 @@ fn corrupt_or_missing_sets_are_rejected() {
     let bytes = std::fs::read(&st).unwrap();
     std::fs::write(&st2, &bytes[..bytes.len() - 1000]).unwrap();
     let err = load_embedded(EmbeddedSet::Target, d.path()).unwrap_err();
-    assert!(matches!(&err, Error::File { path, reason } if *path == st2 && reason.contains("sha256")), "{err}");
+    assert!(
+        matches!(&err, Error::File { path, reason } if *path == st2 && reason.contains("sha256")),
+        "{err}"
+    );
     // a sidecar whose counts disagree with the file
     std::fs::write(&st2, &bytes).unwrap();
     let text = std::fs::read_to_string(&js).unwrap();
-    std::fs::write(&js2, text.replacen("\"format\": \"spectral-transfer-patches/1\"", "\"format\": \"other\"", 1)).unwrap();
+    std::fs::write(
+        &js2,
+        text.replacen(
+            "\"format\": \"spectral-transfer-patches/1\"",
+            "\"format\": \"other\"",
+            1,
+        ),
+    )
+    .unwrap();
     let err = load_embedded(EmbeddedSet::Target, d.path()).unwrap_err();
     assert!(err.to_string().contains("format"), "{err}");
     std::fs::write(&js2, "{ not json").unwrap();
-    assert!(matches!(load_embedded(EmbeddedSet::Target, d.path()), Err(Error::File { .. })));
+    assert!(matches!(
+        load_embedded(EmbeddedSet::Target, d.path()),
+        Err(Error::File { .. })
+    ));
     // missing set: the message says how to get it
     let err = load_embedded(EmbeddedSet::TargetAal, d.path()).unwrap_err();
     assert!(err.to_string().contains("data build"), "{err}");
@@ -109,7 +134,13 @@ fn montages_have_one_row_per_class() {
     if let Some(out) = std::env::var_os("SPECTRAL_MONTAGE_DIR") {
         for which in COMMITTED {
             let s = load_embedded(which, &default_data_dir()).unwrap();
-            montage_png(&s, &Path::new(&out).join(format!("{}.png", which.stem())), 16, 0).unwrap();
+            montage_png(
+                &s,
+                &Path::new(&out).join(format!("{}.png", which.stem())),
+                16,
+                0,
+            )
+            .unwrap();
         }
     }
 }
@@ -126,14 +157,29 @@ fn rebuild_from_packages_is_bit_identical() {
     for which in COMMITTED {
         let (a_st, a_js) = set_paths(which, &default_data_dir());
         let (b_st, b_js) = set_paths(which, d.path());
-        assert!(std::fs::read(&a_st).unwrap() == std::fs::read(&b_st).unwrap(), "{which:?}: safetensors differ from the committed file");
-        assert_eq!(std::fs::read_to_string(&a_js).unwrap(), std::fs::read_to_string(&b_js).unwrap(), "{which:?}: sidecar differs");
+        assert!(
+            std::fs::read(&a_st).unwrap() == std::fs::read(&b_st).unwrap(),
+            "{which:?}: safetensors differ from the committed file"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&a_js).unwrap(),
+            std::fs::read_to_string(&b_js).unwrap(),
+            "{which:?}: sidecar differs"
+        );
     }
     // the committed target labels agree with AAL-derived labels where both are defined
     let aal = load_embedded(EmbeddedSet::TargetAal, d.path()).unwrap();
     assert_eq!(aal.class_counts()[0], aal.class_counts()[1]);
     let note = &report.notes[0];
-    let pct: f64 = note.split("both: ").nth(1).unwrap().split('%').next().unwrap().parse().unwrap();
+    let pct: f64 = note
+        .split("both: ")
+        .nth(1)
+        .unwrap()
+        .split('%')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(pct >= 97.0, "{note}");
 }
 
@@ -143,7 +189,9 @@ fn rebuild_from_packages_is_bit_identical() {
 #[test]
 #[ignore]
 fn write_committed_sets() {
-    let cache = PathBuf::from(std::env::var_os("SPECTRAL_PACKAGE_CACHE").expect("set SPECTRAL_PACKAGE_CACHE"));
+    let cache = PathBuf::from(
+        std::env::var_os("SPECTRAL_PACKAGE_CACHE").expect("set SPECTRAL_PACKAGE_CACHE"),
+    );
     let report = build_embedded(&cache, &default_data_dir(), &BuildConfig::default()).unwrap();
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
 }

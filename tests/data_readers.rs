@@ -67,7 +67,11 @@ fn nifti_bytes(dims: [u16; 3], data: &[i16], srow: [[f32; 4]; 3]) -> Vec<u8> {
 fn nifti_round_trip_plain_and_gz() {
     let dims = [3u16, 4, 2];
     let data: Vec<i16> = (0..24).map(|v| v * 3 - 20).collect();
-    let srow = [[0.5, 0.0, 0.0, -10.0], [0.0, 2.0, 0.0, 5.0], [0.0, 0.0, 1.5, -3.0]];
+    let srow = [
+        [0.5, 0.0, 0.0, -10.0],
+        [0.0, 2.0, 0.0, 5.0],
+        [0.0, 0.0, 1.5, -3.0],
+    ];
     let bytes = nifti_bytes(dims, &data, srow);
     let d = tmp();
     let plain = d.path().join("v.nii");
@@ -93,7 +97,11 @@ fn nifti_round_trip_plain_and_gz() {
 
 #[test]
 fn nifti_corrupt_and_truncated() {
-    let eye = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]];
+    let eye = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+    ];
     let bytes = nifti_bytes([3, 4, 2], &[1; 24], eye);
     let d = tmp();
     let p = d.path().join("short.nii");
@@ -105,33 +113,101 @@ fn nifti_corrupt_and_truncated() {
     let mut bad = bytes.clone();
     bad[344..348].copy_from_slice(b"xxxx");
     bad[0..4].copy_from_slice(&7i32.to_le_bytes());
-    assert!(matches!(read_nifti_bytes(&bad, Path::new("bad.nii")), Err(Error::File { .. })));
+    assert!(matches!(
+        read_nifti_bytes(&bad, Path::new("bad.nii")),
+        Err(Error::File { .. })
+    ));
     let gz = [0x1f, 0x8b, 8, 0, 0, 0];
-    assert_file_error(read_nifti_bytes(&gz, Path::new("bad.nii.gz")), Path::new("bad.nii.gz"), "gzip");
+    assert_file_error(
+        read_nifti_bytes(&gz, Path::new("bad.nii.gz")),
+        Path::new("bad.nii.gz"),
+        "gzip",
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_dicom(path: &Path, rows: u16, cols: u16, frames: u16, values: &[u16], slope: &str, intercept: &str, photometric: &str) {
+fn write_dicom(
+    path: &Path,
+    rows: u16,
+    cols: u16,
+    frames: u16,
+    values: &[u16],
+    slope: &str,
+    intercept: &str,
+    photometric: &str,
+) {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::tags;
     use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
     let mut obj = InMemDicomObject::new_empty();
     let s = |v: &str| PrimitiveValue::from(v.to_string());
-    obj.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, s("1.2.840.10008.5.1.4.1.1.2")));
-    obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, s("1.2.3.4.5")));
+    obj.put(DataElement::new(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        s("1.2.840.10008.5.1.4.1.1.2"),
+    ));
+    obj.put(DataElement::new(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        s("1.2.3.4.5"),
+    ));
     obj.put(DataElement::new(tags::MODALITY, VR::CS, s("CT")));
-    obj.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)));
-    obj.put(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, s(photometric)));
-    obj.put(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, s(&frames.to_string())));
-    obj.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(rows)));
-    obj.put(DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(cols)));
-    obj.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)));
-    obj.put(DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(16u16)));
-    obj.put(DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(15u16)));
-    obj.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)));
-    obj.put(DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, s(intercept)));
+    obj.put(DataElement::new(
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        s(photometric),
+    ));
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        s(&frames.to_string()),
+    ));
+    obj.put(DataElement::new(
+        tags::ROWS,
+        VR::US,
+        PrimitiveValue::from(rows),
+    ));
+    obj.put(DataElement::new(
+        tags::COLUMNS,
+        VR::US,
+        PrimitiveValue::from(cols),
+    ));
+    obj.put(DataElement::new(
+        tags::BITS_ALLOCATED,
+        VR::US,
+        PrimitiveValue::from(16u16),
+    ));
+    obj.put(DataElement::new(
+        tags::BITS_STORED,
+        VR::US,
+        PrimitiveValue::from(16u16),
+    ));
+    obj.put(DataElement::new(
+        tags::HIGH_BIT,
+        VR::US,
+        PrimitiveValue::from(15u16),
+    ));
+    obj.put(DataElement::new(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    ));
+    obj.put(DataElement::new(
+        tags::RESCALE_INTERCEPT,
+        VR::DS,
+        s(intercept),
+    ));
     obj.put(DataElement::new(tags::RESCALE_SLOPE, VR::DS, s(slope)));
-    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(values.iter().copied().collect())));
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(values.iter().copied().collect()),
+    ));
     let file = obj
         .with_meta(
             FileMetaTableBuilder::new()
@@ -178,11 +254,18 @@ fn dicom_corrupt_and_truncated() {
     let t2 = d.path().join("header_only.dcm");
     std::fs::write(&t2, &bytes[..300]).unwrap();
     assert!(matches!(read_dicom(&t2), Err(Error::File { ref path, .. }) if *path == t2));
-    assert_file_error(read_dicom_bytes(b"hello", Path::new("x.dcm")), Path::new("x.dcm"), "DICM");
+    assert_file_error(
+        read_dicom_bytes(b"hello", Path::new("x.dcm")),
+        Path::new("x.dcm"),
+        "DICM",
+    );
     let mut junk = vec![0u8; 128];
     junk.extend_from_slice(b"DICM");
     junk.extend((0..500).map(|i| (i * 37 % 251) as u8));
-    assert!(matches!(read_dicom_bytes(&junk, Path::new("junk.dcm")), Err(Error::File { .. })));
+    assert!(matches!(
+        read_dicom_bytes(&junk, Path::new("junk.dcm")),
+        Err(Error::File { .. })
+    ));
 }
 
 #[test]
@@ -190,7 +273,8 @@ fn png_round_trip_and_corrupt() {
     let d = tmp();
     let p = d.path().join("g.png");
     let px: Vec<u16> = (0..12).map(|v| v * 5000).collect();
-    let buf: image::ImageBuffer<image::Luma<u16>, Vec<u16>> = image::ImageBuffer::from_raw(4, 3, px.clone()).unwrap();
+    let buf: image::ImageBuffer<image::Luma<u16>, Vec<u16>> =
+        image::ImageBuffer::from_raw(4, 3, px.clone()).unwrap();
     buf.save(&p).unwrap();
     let img = read_image_file(&p).unwrap();
     assert_eq!((img.height, img.width), (3, 4));
@@ -199,7 +283,10 @@ fn png_round_trip_and_corrupt() {
     }
     // colour -> luma, Rec. 709 weights
     let c = d.path().join("c.png");
-    image::RgbImage::from_raw(1, 1, vec![255, 0, 0]).unwrap().save(&c).unwrap();
+    image::RgbImage::from_raw(1, 1, vec![255, 0, 0])
+        .unwrap()
+        .save(&c)
+        .unwrap();
     let red = read_image_file(&c).unwrap();
     assert!((red.data[0] - 0.2126).abs() < 0.01, "{}", red.data[0]);
     let bytes = std::fs::read(&p).unwrap();
@@ -233,7 +320,8 @@ fn zip_member_round_trip_and_errors() {
     {
         let f = std::fs::File::create(&p).unwrap();
         let mut z = zip::ZipWriter::new(f);
-        let opt = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let opt = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
         z.start_file("pkg/data/a.txt", opt).unwrap();
         z.write_all(b"alpha").unwrap();
         z.start_file("pkg/data/b.bin", opt).unwrap();
@@ -257,7 +345,11 @@ fn write_deb(path: &Path, data_name: &str, data: Vec<u8>) {
     let f = std::fs::File::create(path).unwrap();
     let mut ar = ar::Builder::new(f);
     let control = tar_gz(&[("./control", b"Package: x\n")]);
-    for (name, body) in [("debian-binary", b"2.0\n".to_vec()), ("control.tar.gz", control), (data_name, data)] {
+    for (name, body) in [
+        ("debian-binary", b"2.0\n".to_vec()),
+        ("control.tar.gz", control),
+        (data_name, data),
+    ] {
         let h = ar::Header::new(name.as_bytes().to_vec(), body.len() as u64);
         ar.append(&h, body.as_slice()).unwrap();
     }
@@ -267,19 +359,32 @@ fn write_deb(path: &Path, data_name: &str, data: Vec<u8>) {
 fn deb_member_round_trip_gz_and_xz() {
     let d = tmp();
     let payload: Vec<u8> = (0..5000u32).map(|v| (v % 251) as u8).collect();
-    let entries: [(&str, &[u8]); 2] = [("./usr/share/x/file.bin", &payload), ("./usr/share/doc/x/copyright", b"MIT")];
+    let entries: [(&str, &[u8]); 2] = [
+        ("./usr/share/x/file.bin", &payload),
+        ("./usr/share/doc/x/copyright", b"MIT"),
+    ];
     let gz = d.path().join("x_1.0_all.deb");
     write_deb(&gz, "data.tar.gz", tar_gz(&entries));
     assert_eq!(read_member(&gz, "usr/share/x/file.bin").unwrap(), payload);
-    assert_eq!(read_member(&gz, "./usr/share/doc/x/copyright").unwrap(), b"MIT");
+    assert_eq!(
+        read_member(&gz, "./usr/share/doc/x/copyright").unwrap(),
+        b"MIT"
+    );
     // xz, as the real Debian packages use
     let mut xz = Vec::new();
     lzma_rs::xz_compress(&mut std::io::Cursor::new(tar_bytes(&entries)), &mut xz).unwrap();
     let xzp = d.path().join("y_1.0_all.deb");
     write_deb(&xzp, "data.tar.xz", xz.clone());
     assert_eq!(read_member(&xzp, "usr/share/x/file.bin").unwrap(), payload);
-    assert_eq!(list_members(&xzp).unwrap(), vec!["usr/share/x/file.bin", "usr/share/doc/x/copyright"]);
-    assert_file_error(read_member(&xzp, "usr/share/x/nope"), &xzp, "usr/share/x/nope");
+    assert_eq!(
+        list_members(&xzp).unwrap(),
+        vec!["usr/share/x/file.bin", "usr/share/doc/x/copyright"]
+    );
+    assert_file_error(
+        read_member(&xzp, "usr/share/x/nope"),
+        &xzp,
+        "usr/share/x/nope",
+    );
     // corrupt (truncated) xz stream
     let badp = d.path().join("z_1.0_all.deb");
     write_deb(&badp, "data.tar.xz", xz[..xz.len() / 2].to_vec());
@@ -302,16 +407,30 @@ fn inv3_round_trip_and_errors() {
         <key>spacing</key><array><real>0.5</real><real>0.5</real><real>1.5</real></array></dict></plist>"#;
     let vals: Vec<i16> = (0..24).map(|v| v * 10 - 1000).collect();
     let raw: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let inv = tar_gz(&[("tmpabc/main.plist", plist.as_bytes()), ("tmpabc/matrix.dat", &raw)]);
+    let inv = tar_gz(&[
+        ("tmpabc/main.plist", plist.as_bytes()),
+        ("tmpabc/matrix.dat", &raw),
+    ]);
     let v = read_inv3_bytes(&inv, Path::new("c.inv3")).unwrap();
     assert_eq!(v.dims, [4, 3, 2]);
     // matrix[z][y][x] = vals[x + 4 (y + 3 z)]
     assert_eq!(v.get(1, 2, 1), vals[1 + 4 * (2 + 3)] as f32);
     assert_eq!(v.affine[2][2], 1.5);
-    let short = tar_gz(&[("tmpabc/main.plist", plist.as_bytes()), ("tmpabc/matrix.dat", &raw[..40])]);
-    assert_file_error(read_inv3_bytes(&short, Path::new("s.inv3")), Path::new("s.inv3"), "matrix.dat");
+    let short = tar_gz(&[
+        ("tmpabc/main.plist", plist.as_bytes()),
+        ("tmpabc/matrix.dat", &raw[..40]),
+    ]);
+    assert_file_error(
+        read_inv3_bytes(&short, Path::new("s.inv3")),
+        Path::new("s.inv3"),
+        "matrix.dat",
+    );
     let nomatrix = tar_gz(&[("tmpabc/main.plist", plist.as_bytes())]);
-    assert_file_error(read_inv3_bytes(&nomatrix, Path::new("n.inv3")), Path::new("n.inv3"), "matrix.dat");
+    assert_file_error(
+        read_inv3_bytes(&nomatrix, Path::new("n.inv3")),
+        Path::new("n.inv3"),
+        "matrix.dat",
+    );
 }
 
 #[test]
@@ -323,7 +442,9 @@ fn user_folder_and_manifest() {
         for i in 0..n {
             let v = if class == "benign" { 50u8 } else { 200u8 };
             let f = root.join(class).join(format!("p{i}__img{i}.png"));
-            image::GrayImage::from_pixel(10, 8, image::Luma([v])).save(f).unwrap();
+            image::GrayImage::from_pixel(10, 8, image::Luma([v]))
+                .save(f)
+                .unwrap();
         }
     }
     let set = load_image_folder(&root, 16, "user").unwrap();
@@ -335,7 +456,11 @@ fn user_folder_and_manifest() {
     assert_eq!(set.group_names, vec!["p0", "p1", "p2"]);
 
     let csv = d.path().join("m.csv");
-    std::fs::write(&csv, "path,label,group\nds/benign/p0__img0.png,b,pa\nds/malignant/p1__img1.png,m,pb\n").unwrap();
+    std::fs::write(
+        &csv,
+        "path,label,group\nds/benign/p0__img0.png,b,pa\nds/malignant/p1__img1.png,m,pb\n",
+    )
+    .unwrap();
     let m = load_csv_manifest(&csv, 8, "csv").unwrap();
     assert_eq!(m.len(), 2);
     assert_eq!(m.class_names, vec!["b", "m"]);
@@ -366,7 +491,11 @@ fn cache() -> Option<PathBuf> {
 fn real_packaged_files() {
     let Some(c) = cache() else { return };
     let nl = c.join("nilearn-0.14.1-py3-none-any.whl");
-    let b = read_member(&nl, "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz").unwrap();
+    let b = read_member(
+        &nl,
+        "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    )
+    .unwrap();
     let v = read_nifti_bytes(&b, &nl).unwrap();
     assert_eq!(v.dims, [197, 233, 189]);
     assert_eq!(v.affine[0], [1.0, 0.0, 0.0, -98.0]);
@@ -381,7 +510,10 @@ fn real_packaged_files() {
     ];
     let m = read_members(&pdd, &names).unwrap();
     let ct = read_dicom_bytes(&m[0], &pdd).unwrap();
-    assert_eq!((ct.rows, ct.columns, ct.modality.as_str()), (512, 512, "CT"));
+    assert_eq!(
+        (ct.rows, ct.columns, ct.modality.as_str()),
+        (512, 512, "CT")
+    );
     assert_eq!(ct.rescale, (1.0, -1024.0));
     let min = ct.values.iter().copied().fold(f32::INFINITY, f32::min);
     assert!((-3100.0..=-900.0).contains(&min), "air in HU, got {min}");
@@ -399,14 +531,20 @@ fn real_packaged_files() {
         let aal = read_nifti_bytes(&b, &mr).unwrap();
         assert_eq!(aal.dims, [181, 217, 181]);
         assert_eq!(aal.data.iter().copied().fold(0.0f32, f32::max), 116.0);
-        let cp = String::from_utf8(read_member(&mr, "usr/share/doc/mricron-data/copyright").unwrap()).unwrap();
+        let cp =
+            String::from_utf8(read_member(&mr, "usr/share/doc/mricron-data/copyright").unwrap())
+                .unwrap();
         assert!(cp.contains("BSD-3-clause"));
     } else {
         println!("note: {} not in the cache; skipping", mr.display());
     }
     let inv = c.join("invesalius-examples_3.1.99998-4_all.deb");
     if inv.is_file() {
-        let b = read_member(&inv, "usr/share/doc/invesalius-examples/examples/Cranium.inv3").unwrap();
+        let b = read_member(
+            &inv,
+            "usr/share/doc/invesalius-examples/examples/Cranium.inv3",
+        )
+        .unwrap();
         let v = read_inv3_bytes(&b, &inv).unwrap();
         assert_eq!(v.dims, [256, 256, 108]);
         let max = v.data.iter().copied().fold(f32::MIN, f32::max);

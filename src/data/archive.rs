@@ -105,7 +105,10 @@ pub fn read_members_from_bytes(
                     })?;
                     let mut out = Vec::with_capacity(f.size() as usize);
                     f.read_to_end(&mut out).map_err(|e| {
-                        Error::file(path, format!("member `{name}` is corrupt or truncated: {e}"))
+                        Error::file(
+                            path,
+                            format!("member `{name}` is corrupt or truncated: {e}"),
+                        )
                     })?;
                     Ok(out)
                 })
@@ -140,16 +143,21 @@ pub fn deb_data_tar(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
             continue;
         }
         let mut raw = Vec::new();
-        entry.read_to_end(&mut raw).map_err(|e| {
-            Error::file(path, format!("ar member `{name}` is truncated: {e}"))
-        })?;
+        entry
+            .read_to_end(&mut raw)
+            .map_err(|e| Error::file(path, format!("ar member `{name}` is truncated: {e}")))?;
         return match name.as_str() {
             "data.tar" => Ok(raw),
             "data.tar.gz" => gunzip(&raw, path, &name),
             "data.tar.xz" => {
                 let mut out = Vec::new();
                 lzma_rs::xz_decompress(&mut BufReader::new(Cursor::new(&raw)), &mut out).map_err(
-                    |e| Error::file(path, format!("ar member `{name}`: corrupt xz stream: {e:?}")),
+                    |e| {
+                        Error::file(
+                            path,
+                            format!("ar member `{name}`: corrupt xz stream: {e:?}"),
+                        )
+                    },
                 )?;
                 Ok(out)
             }
@@ -172,7 +180,12 @@ fn gunzip(raw: &[u8], path: &Path, what: &str) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(raw)
         .read_to_end(&mut out)
-        .map_err(|e| Error::file(path, format!("{what}: corrupt or truncated gzip stream: {e}")))?;
+        .map_err(|e| {
+            Error::file(
+                path,
+                format!("{what}: corrupt or truncated gzip stream: {e}"),
+            )
+        })?;
     Ok(out)
 }
 

@@ -47,7 +47,11 @@ impl EmbeddedSet {
             .into_iter()
             .find(|s| s.stem() == name || s.stem().replace('-', "_") == name)
             .ok_or_else(|| {
-                Error::param("set", name, "expected natural, medical, target or target-aal")
+                Error::param(
+                    "set",
+                    name,
+                    "expected natural, medical, target or target-aal",
+                )
             })
     }
 
@@ -143,13 +147,22 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Writes `set` as `<stem>.safetensors` + `<stem>.json` under `dir`, quantising pixels to
 /// `bits` (8 or 16). Returns the completed sidecar. Output is byte-for-byte deterministic.
-pub fn save_set(set: &PatchSet, stem: &str, dir: &Path, bits: u32, mut meta: SetMeta) -> Result<SetMeta> {
+pub fn save_set(
+    set: &PatchSet,
+    stem: &str,
+    dir: &Path,
+    bits: u32,
+    mut meta: SetMeta,
+) -> Result<SetMeta> {
     set.validate()?;
     let (n, h, w) = (set.len(), set.height, set.width);
     let (dtype, pixel_bytes) = match bits {
         8 => (
             safetensors::Dtype::U8,
-            set.pixels.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect::<Vec<u8>>(),
+            set.pixels
+                .iter()
+                .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+                .collect::<Vec<u8>>(),
         ),
         16 => (
             safetensors::Dtype::U16,
@@ -162,14 +175,27 @@ pub fn save_set(set: &PatchSet, stem: &str, dir: &Path, bits: u32, mut meta: Set
     };
     let labels: Vec<u8> = set.labels.iter().flat_map(|v| v.to_le_bytes()).collect();
     let groups: Vec<u8> = set.groups.iter().flat_map(|v| v.to_le_bytes()).collect();
-    fn view(dt: safetensors::Dtype, shape: Vec<usize>, data: &[u8]) -> Result<safetensors::tensor::TensorView<'_>> {
+    fn view(
+        dt: safetensors::Dtype,
+        shape: Vec<usize>,
+        data: &[u8],
+    ) -> Result<safetensors::tensor::TensorView<'_>> {
         safetensors::tensor::TensorView::new(dt, shape, data)
             .map_err(|e| Error::Other(format!("safetensors view: {e}")))
     }
     let tensors = vec![
-        ("groups".to_string(), view(safetensors::Dtype::U32, vec![n], &groups)?),
-        ("labels".to_string(), view(safetensors::Dtype::U32, vec![n], &labels)?),
-        ("pixels".to_string(), view(dtype, vec![n, h, w], &pixel_bytes)?),
+        (
+            "groups".to_string(),
+            view(safetensors::Dtype::U32, vec![n], &groups)?,
+        ),
+        (
+            "labels".to_string(),
+            view(safetensors::Dtype::U32, vec![n], &labels)?,
+        ),
+        (
+            "pixels".to_string(),
+            view(dtype, vec![n, h, w], &pixel_bytes)?,
+        ),
     ];
     // No safetensors header metadata: its map would be serialised in hash order.
     let bytes = safetensors::serialize(tensors, None)
@@ -200,7 +226,10 @@ pub fn read_meta(json: &Path) -> Result<SetMeta> {
     let meta: SetMeta = serde_json::from_str(&text)
         .map_err(|e| Error::file(json, format!("not a valid set sidecar: {e}")))?;
     if meta.format != FORMAT {
-        return Err(Error::file(json, format!("field `format` = `{}`, expected `{FORMAT}`", meta.format)));
+        return Err(Error::file(
+            json,
+            format!("field `format` = `{}`, expected `{FORMAT}`", meta.format),
+        ));
     }
     Ok(meta)
 }
@@ -220,8 +249,12 @@ pub fn load_set_files(safetensors_path: &Path, json: &Path) -> Result<PatchSet> 
             ),
         ));
     }
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::file(safetensors_path, format!("not a readable safetensors file: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::file(
+            safetensors_path,
+            format!("not a readable safetensors file: {e}"),
+        )
+    })?;
     let (n, h, w) = (meta.count, meta.height, meta.width);
     let get = |name: &str, dtype: safetensors::Dtype, shape: &[usize]| {
         let t = st
@@ -240,7 +273,9 @@ pub fn load_set_files(safetensors_path: &Path, json: &Path) -> Result<PatchSet> 
         Ok(t.data().to_vec())
     };
     let u32s = |b: Vec<u8>| -> Vec<u32> {
-        b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        b.chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     };
     let labels = u32s(get("labels", safetensors::Dtype::U32, &[n])?);
     let groups = u32s(get("groups", safetensors::Dtype::U32, &[n])?);
@@ -254,7 +289,10 @@ pub fn load_set_files(safetensors_path: &Path, json: &Path) -> Result<PatchSet> 
             .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32 / 65535.0)
             .collect(),
         other => {
-            return Err(Error::file(json, format!("field `pixel_dtype` = `{other}`, expected u8 or u16")))
+            return Err(Error::file(
+                json,
+                format!("field `pixel_dtype` = `{other}`, expected u8 or u16"),
+            ))
         }
     };
     let set = PatchSet::new(
@@ -271,7 +309,11 @@ pub fn load_set_files(safetensors_path: &Path, json: &Path) -> Result<PatchSet> 
     if set.class_counts() != meta.class_counts {
         return Err(Error::file(
             json,
-            format!("field `class_counts` {:?} does not match the labels {:?}", meta.class_counts, set.class_counts()),
+            format!(
+                "field `class_counts` {:?} does not match the labels {:?}",
+                meta.class_counts,
+                set.class_counts()
+            ),
         ));
     }
     Ok(set)
@@ -288,7 +330,10 @@ pub fn load_embedded(which: EmbeddedSet, data_dir: &Path) -> Result<PatchSet> {
             "this set is built at set-up only (its labels may not be redistributed): run \
              scripts/fetch-packages.sh, then `spectral-transfer data build`"
         };
-        return Err(Error::file(st, format!("set `{}` not found: {hint}", which.stem())));
+        return Err(Error::file(
+            st,
+            format!("set `{}` not found: {hint}", which.stem()),
+        ));
     }
     load_set_files(&st, &js)
 }
@@ -314,7 +359,11 @@ pub fn list_embedded(data_dir: &Path) -> Result<Vec<SetSummary>> {
                 });
             }
             let meta = read_meta(&js)?;
-            let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(|e| Error::io(p, e));
+            let size = |p: &Path| {
+                std::fs::metadata(p)
+                    .map(|m| m.len())
+                    .map_err(|e| Error::io(p, e))
+            };
             Ok(SetSummary {
                 set: which,
                 committed: which.committed(),
@@ -323,7 +372,12 @@ pub fn list_embedded(data_dir: &Path) -> Result<Vec<SetSummary>> {
                 height: meta.height,
                 width: meta.width,
                 groups: meta.group_names.len(),
-                classes: meta.class_names.iter().cloned().zip(meta.class_counts.iter().copied()).collect(),
+                classes: meta
+                    .class_names
+                    .iter()
+                    .cloned()
+                    .zip(meta.class_counts.iter().copied())
+                    .collect(),
                 bytes_on_disk: size(&st)? + size(&js)?,
                 safetensors: st,
             })

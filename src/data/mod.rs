@@ -86,16 +86,28 @@ impl PatchSet {
             ));
         }
         if self.groups.len() != n {
-            return Err(shape("groups", n.to_string(), self.groups.len().to_string()));
+            return Err(shape(
+                "groups",
+                n.to_string(),
+                self.groups.len().to_string(),
+            ));
         }
-        if let Some(l) = self.labels.iter().find(|&&l| l as usize >= self.class_names.len()) {
+        if let Some(l) = self
+            .labels
+            .iter()
+            .find(|&&l| l as usize >= self.class_names.len())
+        {
             return Err(shape(
                 "labels",
                 format!("< {} classes", self.class_names.len()),
                 l.to_string(),
             ));
         }
-        if let Some(g) = self.groups.iter().find(|&&g| g as usize >= self.group_names.len()) {
+        if let Some(g) = self
+            .groups
+            .iter()
+            .find(|&&g| g as usize >= self.group_names.len())
+        {
             return Err(shape(
                 "groups",
                 format!("< {} groups", self.group_names.len()),
@@ -103,7 +115,10 @@ impl PatchSet {
             ));
         }
         if !self.pixels.iter().all(|v| v.is_finite()) {
-            return Err(Error::NonFinite(format!("pixels of patch set `{}`", self.name)));
+            return Err(Error::NonFinite(format!(
+                "pixels of patch set `{}`",
+                self.name
+            )));
         }
         Ok(())
     }

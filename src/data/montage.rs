@@ -26,7 +26,9 @@ pub fn montage_png(set: &PatchSet, path: &Path, per_class: usize, seed: u64) -> 
     let height = rows * (h + gap) + gap;
     let mut canvas = vec![96u8; width * height];
     for class in 0..rows {
-        let mut members: Vec<usize> = (0..set.len()).filter(|&i| set.labels[i] as usize == class).collect();
+        let mut members: Vec<usize> = (0..set.len())
+            .filter(|&i| set.labels[i] as usize == class)
+            .collect();
         let take = per_class.min(members.len());
         for t in 0..take {
             let s = rng.random_range(t..members.len());
@@ -37,11 +39,18 @@ pub fn montage_png(set: &PatchSet, path: &Path, per_class: usize, seed: u64) -> 
             let (oy, ox) = (gap + class * (h + gap), gap + col * (w + gap));
             for y in 0..h {
                 for x in 0..w {
-                    canvas[(oy + y) * width + ox + x] = (px[y * w + x].clamp(0.0, 1.0) * 255.0).round() as u8;
+                    canvas[(oy + y) * width + ox + x] =
+                        (px[y * w + x].clamp(0.0, 1.0) * 255.0).round() as u8;
                 }
             }
         }
     }
-    image::save_buffer(path, &canvas, width as u32, height as u32, image::ExtendedColorType::L8)
-        .map_err(|e| Error::file(path, format!("cannot write the montage PNG: {e}")))
+    image::save_buffer(
+        path,
+        &canvas,
+        width as u32,
+        height as u32,
+        image::ExtendedColorType::L8,
+    )
+    .map_err(|e| Error::file(path, format!("cannot write the montage PNG: {e}")))
 }

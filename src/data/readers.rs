@@ -22,7 +22,11 @@ pub fn read_image_bytes(bytes: &[u8], path: &Path) -> Result<Image> {
         .map_err(|e| Error::file(path, format!("not a readable PNG/JPEG image: {e}")))?;
     let luma = img.to_luma32f();
     let (w, h) = luma.dimensions();
-    let data: Vec<f32> = luma.into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
+    let data: Vec<f32> = luma
+        .into_raw()
+        .into_iter()
+        .map(|v| v.clamp(0.0, 1.0))
+        .collect();
     Image::new(h as usize, w as usize, data).map_err(|e| Error::file(path, e.to_string()))
 }
 
@@ -70,7 +74,11 @@ impl Volume {
             - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
             + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
         if det.abs() < 1e-12 || !det.is_finite() {
-            return Err(Error::param("affine", det, "the voxel-to-world affine is singular"));
+            return Err(Error::param(
+                "affine",
+                det,
+                "the voxel-to-world affine is singular",
+            ));
         }
         let b = [world[0] - a[0][3], world[1] - a[1][3], world[2] - a[2][3]];
         // Cramer's rule: 3 x 3, no linear-algebra crate needed.
@@ -115,21 +123,45 @@ pub fn read_nifti_bytes(bytes: &[u8], path: &Path) -> Result<Volume> {
     let h = obj.header().clone();
     let ndim = h.dim[0] as usize;
     if !(1..=7).contains(&ndim) {
-        return Err(Error::file(path, format!("header field dim[0] = {ndim} is not in 1..=7")));
+        return Err(Error::file(
+            path,
+            format!("header field dim[0] = {ndim} is not in 1..=7"),
+        ));
     }
-    let d = |i: usize| if i <= ndim { h.dim[i].max(1) as usize } else { 1 };
+    let d = |i: usize| {
+        if i <= ndim {
+            h.dim[i].max(1) as usize
+        } else {
+            1
+        }
+    };
     let dims = [d(1), d(2), d(3)];
     let n3 = dims[0] * dims[1] * dims[2];
-    let data = voxels_as_f32(obj.volume().raw_data(), h.datatype, h.endianness == nifti::Endianness::Big)
-        .map_err(|e| Error::file(path, e))?;
+    let data = voxels_as_f32(
+        obj.volume().raw_data(),
+        h.datatype,
+        h.endianness == nifti::Endianness::Big,
+    )
+    .map_err(|e| Error::file(path, e))?;
     if data.len() < n3 {
         return Err(Error::file(
             path,
-            format!("voxel data truncated: {} values for dim {:?}", data.len(), dims),
+            format!(
+                "voxel data truncated: {} values for dim {:?}",
+                data.len(),
+                dims
+            ),
         ));
     }
     let (slope, inter) = if h.scl_slope.is_finite() && h.scl_slope != 0.0 {
-        (h.scl_slope, if h.scl_inter.is_finite() { h.scl_inter } else { 0.0 })
+        (
+            h.scl_slope,
+            if h.scl_inter.is_finite() {
+                h.scl_inter
+            } else {
+                0.0
+            },
+        )
     } else {
         (1.0, 0.0)
     };
@@ -173,7 +205,11 @@ fn voxels_as_f32(raw: &[u8], datatype: i16, big: bool) -> std::result::Result<Ve
         768 => conv::<4>(raw, big, |b| u32::from_le_bytes(b) as f32),
         16 => conv::<4>(raw, big, f32::from_le_bytes),
         64 => conv::<8>(raw, big, |b| f64::from_le_bytes(b) as f32),
-        other => return Err(format!("header field `datatype` = {other} is not a supported scalar type")),
+        other => {
+            return Err(format!(
+                "header field `datatype` = {other} is not a supported scalar type"
+            ))
+        }
     })
 }
 
@@ -194,9 +230,21 @@ fn nifti_affine(h: &nifti::NiftiHeader, path: &Path) -> Result<[[f64; 4]; 3]> {
         let (b, c, d) = (f(h.quatern_b), f(h.quatern_c), f(h.quatern_d));
         let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
         let r = [
-            [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
-            [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
-            [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
+            [
+                a * a + b * b - c * c - d * d,
+                2.0 * (b * c - a * d),
+                2.0 * (b * d + a * c),
+            ],
+            [
+                2.0 * (b * c + a * d),
+                a * a + c * c - b * b - d * d,
+                2.0 * (c * d - a * b),
+            ],
+            [
+                2.0 * (b * d - a * c),
+                2.0 * (c * d + a * b),
+                a * a + d * d - c * c - b * b,
+            ],
         ];
         let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
         let s = [f(h.pixdim[1]), f(h.pixdim[2]), f(h.pixdim[3]) * qfac];
@@ -211,7 +259,10 @@ fn nifti_affine(h: &nifti::NiftiHeader, path: &Path) -> Result<[[f64; 4]; 3]> {
         ]
     };
     if a.iter().flatten().any(|v| !v.is_finite()) {
-        return Err(Error::file(path, "header affine (srow/quatern/pixdim) is not finite"));
+        return Err(Error::file(
+            path,
+            "header affine (srow/quatern/pixdim) is not finite",
+        ));
     }
     Ok(a)
 }
@@ -257,7 +308,10 @@ pub fn read_dicom_bytes(bytes: &[u8], path: &Path) -> Result<DicomImage> {
     } else if bytes.starts_with(b"DICM") {
         bytes
     } else {
-        return Err(Error::file(path, "not a DICOM file: no `DICM` magic at byte 128"));
+        return Err(Error::file(
+            path,
+            "not a DICOM file: no `DICM` magic at byte 128",
+        ));
     };
     // The parser validates lengths against the data, so a truncated file is an error here, not
     // a panic; decoding is guarded again below in case a codec panics on corrupt input.
@@ -276,16 +330,31 @@ pub fn read_dicom_bytes(bytes: &[u8], path: &Path) -> Result<DicomImage> {
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         obj.decode_pixel_data().and_then(|d| {
             let v: Vec<f32> = d.to_vec()?;
-            Ok((d.rows(), d.columns(), d.number_of_frames(), d.samples_per_pixel(), d.rescale().ok().map(|r| r.to_vec()), v))
+            Ok((
+                d.rows(),
+                d.columns(),
+                d.number_of_frames(),
+                d.samples_per_pixel(),
+                d.rescale().ok().map(|r| r.to_vec()),
+                v,
+            ))
         })
     }))
     .map_err(|_| Error::file(path, "pixel data decoder failed on corrupt input"))?
     .map_err(|e| Error::file(path, format!("pixel data (7FE0,0010): {e}")))?;
     let (rows, columns, frames, spp, rescale, values) = decoded;
-    let (rows, columns, frames, spp) = (rows as usize, columns as usize, frames as usize, spp as usize);
+    let (rows, columns, frames, spp) = (
+        rows as usize,
+        columns as usize,
+        frames as usize,
+        spp as usize,
+    );
     let n = rows * columns * frames;
     if rows == 0 || columns == 0 || frames == 0 {
-        return Err(Error::file(path, format!("empty image: {rows} x {columns} x {frames} frames")));
+        return Err(Error::file(
+            path,
+            format!("empty image: {rows} x {columns} x {frames} frames"),
+        ));
     }
     if values.len() != n * spp {
         return Err(Error::file(
@@ -303,7 +372,10 @@ pub fn read_dicom_bytes(bytes: &[u8], path: &Path) -> Result<DicomImage> {
             .map(|c| 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2])
             .collect(),
         other => {
-            return Err(Error::file(path, format!("samples per pixel (0028,0002) = {other}, expected 1 or 3")))
+            return Err(Error::file(
+                path,
+                format!("samples per pixel (0028,0002) = {other}, expected 1 or 3"),
+            ))
         }
     };
     let rescale = rescale
@@ -346,7 +418,10 @@ pub fn read_inv3_bytes(bytes: &[u8], path: &Path) -> Result<Volume> {
     let dtype = plist_value(matrix, "dtype", "string")
         .ok_or_else(|| Error::file(path, "main.plist: matrix has no `dtype`"))?;
     if dtype != "int16" {
-        return Err(Error::file(path, format!("main.plist: matrix dtype `{dtype}`, expected int16")));
+        return Err(Error::file(
+            path,
+            format!("main.plist: matrix dtype `{dtype}`, expected int16"),
+        ));
     }
     let shape = plist_array(matrix, "shape", "integer")
         .ok_or_else(|| Error::file(path, "main.plist: matrix has no `shape` array"))?;
@@ -354,20 +429,36 @@ pub fn read_inv3_bytes(bytes: &[u8], path: &Path) -> Result<Volume> {
         .iter()
         .map(|s| s.parse::<usize>())
         .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::file(path, format!("main.plist: matrix shape {shape:?} is not integers")))?;
+        .map_err(|_| {
+            Error::file(
+                path,
+                format!("main.plist: matrix shape {shape:?} is not integers"),
+            )
+        })?;
     if shape.len() != 3 || shape.contains(&0) {
-        return Err(Error::file(path, format!("main.plist: matrix shape {shape:?}, expected 3 positive sizes")));
+        return Err(Error::file(
+            path,
+            format!("main.plist: matrix shape {shape:?}, expected 3 positive sizes"),
+        ));
     }
     let spacing: Vec<f64> = plist_array(&plist, "spacing", "real")
         .map(|v| v.iter().filter_map(|s| s.parse().ok()).collect())
         .unwrap_or_else(|| vec![1.0, 1.0, 1.0]);
-    let spacing = if spacing.len() == 3 { spacing } else { vec![1.0, 1.0, 1.0] };
+    let spacing = if spacing.len() == 3 {
+        spacing
+    } else {
+        vec![1.0, 1.0, 1.0]
+    };
     let (nz, ny, nx) = (shape[0], shape[1], shape[2]);
     let raw = &members[1];
     if raw.len() != nz * ny * nx * 2 {
         return Err(Error::file(
             path,
-            format!("matrix.dat: {} bytes, expected {} for int16 {shape:?}", raw.len(), nz * ny * nx * 2),
+            format!(
+                "matrix.dat: {} bytes, expected {} for int16 {shape:?}",
+                raw.len(),
+                nz * ny * nx * 2
+            ),
         ));
     }
     let data = raw
