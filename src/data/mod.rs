@@ -1,6 +1,18 @@
 //! Data: the labelled patch sets of the study (natural source, medical source, target), the readers
 //! for the formats they come from, and the embedded default built from registry packages.
 
+pub mod archive;
+pub mod build;
+pub mod embedded;
+pub mod montage;
+pub mod readers;
+pub mod user;
+
+pub use build::{build_embedded, BuildConfig, BuildReport};
+pub use embedded::{default_data_dir, list_embedded, load_embedded, EmbeddedSet, SetSummary};
+pub use montage::montage_png;
+pub use user::{load_csv_manifest, load_image_folder};
+
 use crate::error::{Error, Result};
 use crate::image::Image;
 
