@@ -195,3 +195,29 @@ fn write_committed_sets() {
     let report = build_embedded(&cache, &default_data_dir(), &BuildConfig::default()).unwrap();
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
 }
+
+/// The set-up build with the sources that are never committed (GPL head CT).
+#[test]
+#[ignore]
+fn setup_only_build_includes_head_ct() {
+    let cache = PathBuf::from(
+        std::env::var_os("SPECTRAL_PACKAGE_CACHE").expect("set SPECTRAL_PACKAGE_CACHE"),
+    );
+    let d = tempfile::tempdir().unwrap();
+    let cfg = BuildConfig {
+        setup_only_sources: true,
+        ..BuildConfig::default()
+    };
+    build_embedded(&cache, d.path(), &cfg).unwrap();
+    let med = load_embedded(EmbeddedSet::Medical, d.path()).unwrap();
+    assert!(
+        med.class_names.iter().any(|c| c == "ct_head"),
+        "{:?}",
+        med.class_names
+    );
+    let committed = load_embedded(EmbeddedSet::Medical, &default_data_dir()).unwrap();
+    assert!(!committed.class_names.iter().any(|c| c == "ct_head"));
+    if let Some(out) = std::env::var_os("SPECTRAL_MONTAGE_DIR") {
+        montage_png(&med, &Path::new(&out).join("medical-setup.png"), 16, 0).unwrap();
+    }
+}

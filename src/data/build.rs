@@ -668,7 +668,7 @@ fn medical_sources(
             weight: 0.6,
         },
         D {
-            class: "us_abdomen_rgb",
+            class: "us_lymph_node_doppler",
             pkg: PYDICOM_DATA,
             member: "US1_UNCR.dcm",
             ct: false,
