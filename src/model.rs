@@ -700,6 +700,30 @@ mod tests {
         assert_ne!(e1, b0);
     }
 
+    /// Every trainable tensor gets a non-zero gradient through the training-mode forward
+    /// (batch-stat BatchNorm, the custom max-pool, dropout); the running stats get none.
+    #[test]
+    fn training_gradient_reaches_every_parameter() {
+        let vm = VarMap::new();
+        let cfg = tiny(Arch::ResNet50, false).with_dropout(0.2);
+        let m = ResNet::seeded(&cfg, &vm, DType::F32, &Device::Cpu, 5).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (4, 1, 32, 32), &Device::Cpu).unwrap();
+        let target = Tensor::new(&[0u32, 1, 2, 1], &Device::Cpu).unwrap();
+        let logits = m.forward_t(&x, true).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &target).unwrap();
+        let grads = loss.backward().unwrap();
+        for (name, var) in named_vars(&vm) {
+            let g = grads.get(var.as_tensor());
+            if is_running_stat(&name) {
+                assert!(g.is_none(), "{name} got a gradient");
+                continue;
+            }
+            let g = g.unwrap_or_else(|| panic!("no gradient for {name}"));
+            let s = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(s > 0.0 && s.is_finite(), "{name}: |grad| sum {s}");
+        }
+    }
+
     #[test]
     fn dropout_is_seeded_and_training_only() {
         let vm = VarMap::new();
