@@ -250,7 +250,7 @@ def main():
     if a.candle:
         with open(a.candle) as f:
             cj = json.load(f)
-        print(f"\nCPU: {info['cpu']}; torch {torch.__version__}; {a.threads} threads; batch {BATCH}; medians of {a.reps}\n")
+        print(f"\nCPU: {info['cpu']}; torch {torch.__version__}; {a.threads} threads; batch {BATCH}; medians of {a.reps} (as timed)\n")
         print("| workload | candle stock img/s | candle fast img/s | PyTorch img/s | stock / PyTorch | fast / PyTorch |")
         print("|---|---|---|---|---|---|")
         for name, t in res.items():
