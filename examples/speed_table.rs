@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --release --example speed_table -- --json /tmp/candle.json \
-//!     [--reps 5] [--only conv/r18_64] [--mode both|fast|stock]
+//!     [--reps 5] [--stock-reps 1 --stock-warmup 0] [--only conv/r18_64] [--mode both|fast|stock]
 //! ```
 //! Workload names: `conv/<net>_<px>/{fwd,dx,dxdw}`: every convolution of ResNet-18/-50 at that
 //! input size, each on its own random batch-16 input, summed over the layers.
@@ -107,8 +107,14 @@ fn run_conv(layers: &[Layer], kind: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median_secs(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    f()?;
+fn median_secs(
+    warmup: usize,
+    reps: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
     let mut ts = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
@@ -129,6 +135,16 @@ fn main() -> anyhow::Result<()> {
     };
     let reps: usize = opt("--reps").map(|s| s.parse()).transpose()?.unwrap_or(5);
     let only = opt("--only").unwrap_or_default();
+    // The stock path is slow enough on the 224 px workloads that one untimed warm-up doubles the
+    // run; `--stock-reps 1 --stock-warmup 0` keeps a full table within minutes.
+    let stock_reps: usize = opt("--stock-reps")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(reps);
+    let stock_warmup: usize = opt("--stock-warmup")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1);
     let mode = opt("--mode").unwrap_or_else(|| "both".into());
     let mut workloads: Vec<String> = Vec::new();
     for net in ["r18_64", "r18_224", "r50_224"] {
@@ -148,7 +164,12 @@ fn main() -> anyhow::Result<()> {
         let layers = conv_layers(net, px)?;
         for &m in &modes {
             set_fast_cpu(m == "fast");
-            let t = median_secs(reps, || run_conv(&layers, parts[2]))?;
+            let (w, r) = if m == "fast" {
+                (1, reps)
+            } else {
+                (stock_warmup, stock_reps)
+            };
+            let t = median_secs(w, r, || run_conv(&layers, parts[2]))?;
             println!(
                 "{m:5} {name:24} {t:8.4} s/it {:8.1} img/s",
                 BATCH as f64 / t

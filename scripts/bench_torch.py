@@ -227,10 +227,15 @@ def main():
     ap.add_argument("--only", default="", help="substring filter on workload names")
     ap.add_argument("--candle", help="JSON from examples/speed_table.rs")
     ap.add_argument("--out", help="write PyTorch seconds/iteration as JSON")
+    ap.add_argument("--from", dest="from_", help="PyTorch JSON from an earlier --out: print the table, time nothing")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     res = {}
-    for name in WORKLOADS:
+    if a.from_:
+        with open(a.from_) as f:
+            saved = json.load(f)
+        res = {k: v for k, v in saved["seconds"].items() if a.only in k}
+    for name in [] if a.from_ else WORKLOADS:
         if a.only and a.only not in name:
             continue
         scope, nets, kind = name.split("/")
@@ -245,7 +250,7 @@ def main():
     if a.candle:
         with open(a.candle) as f:
             cj = json.load(f)
-        print(f"\nCPU: {info['cpu']}; torch {torch.__version__}; {a.threads} threads; batch {BATCH}; medians of {a.reps}\n")
+        print(f"\nCPU: {info['cpu']}; torch {torch.__version__}; {a.threads} threads; batch {BATCH}; medians of {a.reps} (as timed)\n")
         print("| workload | candle stock img/s | candle fast img/s | PyTorch img/s | stock / PyTorch | fast / PyTorch |")
         print("|---|---|---|---|---|---|")
         for name, t in res.items():

@@ -131,11 +131,7 @@ fn plan(geom: &Geom) -> Plan {
 }
 
 /// Splits `v` into consecutive mutable pieces of `sizes[i] * unit` elements.
-fn split_mut<'a, T>(
-    mut v: &'a mut [T],
-    sizes: impl Iterator<Item = usize>,
-    unit: usize,
-) -> Vec<&'a mut [T]> {
+fn split_mut<T>(mut v: &mut [T], sizes: impl Iterator<Item = usize>, unit: usize) -> Vec<&mut [T]> {
     let mut out = Vec::new();
     for s in sizes {
         let (a, b) = v.split_at_mut(s * unit);
@@ -248,6 +244,7 @@ impl<T> Copy for Mat<T> {}
 ///
 /// # Safety
 /// The views must cover (m, k), (k, n) and `dst` must hold m·n elements.
+#[allow(clippy::too_many_arguments)] // mirrors gemm::gemm's own argument list
 unsafe fn gemm_rm<T: WithDType>(
     m: usize,
     n: usize,
