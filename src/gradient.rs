@@ -93,7 +93,8 @@ pub fn input_gradient(
     let x = Var::from_tensor(&images.detach())?;
     let logits = model.logits(x.as_tensor(), false)?;
     let obj = objective(&logits, labels, target)?;
-    let grads = obj.backward()?;
+    // Only dL/dx is wanted: the convolutions skip their weight gradients (fast CPU path).
+    let grads = crate::kernels::conv::without_weight_grads(|| obj.backward())?;
     match grads.get(x.as_tensor()) {
         Some(g) => Ok(g.clone()),
         // No path from the input to L (cannot happen for a ResNet); the gradient is zero.

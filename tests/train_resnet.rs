@@ -136,3 +136,19 @@ fn resnet_pretrain_then_finetune_beats_chance_and_is_deterministic() {
         assert!((a - b).abs() < 1e-6);
     }
 }
+
+/// The gradient PSD of a model straight out of training (its weights are tracked `Var`s, unlike a
+/// loaded model's): a regression test for a backward that mixed up the weight gradients.
+#[test]
+fn gradient_psd_of_a_freshly_trained_model() {
+    use spectral_transfer::gradient::{model_psd, GradientTarget};
+    use spectral_transfer::spectrum::RadialPsd;
+    let source = stripes(8, 3, 11);
+    let pre = pretrain(&source, &tiny(3), &cfg(2, 1)).unwrap();
+    for target in [GradientTarget::PredictedLogSoftmax, GradientTarget::Loss] {
+        let curves = model_psd(&pre.model, &source, target, &RadialPsd::default(), 8).unwrap();
+        assert_eq!(curves.per_image.len(), source.len());
+        assert_eq!(curves.mean.len(), 4); // rings 1..=4 of an 8 x 8 patch
+        assert!(curves.mean.iter().all(|v| v.is_finite()));
+    }
+}

@@ -8,5 +8,5 @@
 pub mod conv;
 pub mod pool;
 
-pub use conv::conv2d;
+pub use conv::{conv2d, fast_cpu, set_fast_cpu, without_weight_grads};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
