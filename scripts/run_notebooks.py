@@ -104,9 +104,10 @@ class CellProblem:
     detail: str
 
     def __str__(self) -> str:
-        detail = self.detail.strip()
-        if len(detail) > 1500:
-            detail = detail[:1500] + " [...]"
+        lines = self.detail.strip().splitlines()
+        if len(lines) > 25:  # a panic's backtrace: its head says what happened
+            lines = lines[:25] + [f"[... {len(lines) - 25} more lines in the executed copy]"]
+        detail = "\n".join(lines)
         return f"cell {self.index + 1}: {self.kind}: {detail}"
 
 
@@ -138,16 +139,19 @@ def strip_ansi(text: str) -> str:
 def inspect_outputs(index: int, outputs: list) -> list[CellProblem]:
     """Every reason a cell's outputs say it failed (empty when the cell is clean)."""
     problems = []
+    # evcxr sends stderr line by line: join the stream into one text, then judge it once
+    stderr = "".join(
+        o.get("text", "") for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stderr"
+    )
+    bad = stderr_problem(strip_ansi(stderr))
+    if bad is not None:
+        problems.append(CellProblem(index, "stderr", bad))
     for out in outputs:
         kind = out.get("output_type")
         if kind == "error":
             tb = strip_ansi("\n".join(out.get("traceback", [])))
             detail = f"{out.get('ename', '')}: {out.get('evalue', '')}\n{tb}"
             problems.append(CellProblem(index, "error output", detail))
-        elif kind == "stream" and out.get("name") == "stderr":
-            bad = stderr_problem(strip_ansi(out.get("text", "")))
-            if bad is not None:
-                problems.append(CellProblem(index, "stderr", bad))
     return problems
 
 
