@@ -181,7 +181,7 @@ def strip(nb) -> None:
             c.get("metadata", {}).pop("execution", None)
 
 
-def run_notebook(path: Path, out_dir: Path, timeout: int, kernel: str, log) -> NotebookResult:
+def run_notebook(path: Path, out_dir: Path, timeout: int, dep_timeout: int, kernel: str, log) -> NotebookResult:
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -195,9 +195,15 @@ def run_notebook(path: Path, out_dir: Path, timeout: int, kernel: str, log) -> N
         )
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     res.cells_total = len(code_cells)
+    def cell_timeout(cell) -> int:
+        # a `:dep` cell may build the crate and all its dependencies (cold: tens of minutes)
+        src = cell.get("source", "")
+        return dep_timeout if any(line.lstrip().startswith(":dep") for line in src.splitlines()) else timeout
+
     client = NotebookClient(
         nb,
         timeout=timeout,
+        timeout_func=cell_timeout,
         kernel_name=kernel,
         allow_errors=True,  # we inspect outputs ourselves and stop at the first failing cell
         startup_timeout=120,
@@ -212,7 +218,7 @@ def run_notebook(path: Path, out_dir: Path, timeout: int, kernel: str, log) -> N
                 try:
                     client.execute_cell(cell, i, execution_count=n)
                 except CellTimeoutError:
-                    res.problems.append(CellProblem(i, "timeout", f"ran past {timeout} s"))
+                    res.problems.append(CellProblem(i, "timeout", f"ran past {cell_timeout(cell)} s"))
                     break
                 except DeadKernelError as e:
                     res.problems.append(CellProblem(i, "kernel died", str(e)))
@@ -237,7 +243,13 @@ def run_notebook(path: Path, out_dir: Path, timeout: int, kernel: str, log) -> N
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/[0-9][0-9]-*.ipynb")
-    ap.add_argument("--timeout", type=int, default=900, help="seconds per cell (default 900: a cold first :dep cell builds the crate)")
+    ap.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    ap.add_argument(
+        "--dep-timeout",
+        type=int,
+        default=3000,
+        help="seconds for a cell with a :dep line (default 3000: cold, it builds the crate and its dependencies)",
+    )
     ap.add_argument("--kernel", default="rust", help="kernel name (default: rust, evcxr_jupyter)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the executed copies")
     ap.add_argument("--strip", action="store_true", help="strip outputs of the notebooks in place and exit")
@@ -271,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in notebooks:
         name = p.relative_to(REPO) if p.is_relative_to(REPO) else p
         print(f"--- {name}", flush=True)
-        r = run_notebook(p, args.out, args.timeout, args.kernel, log)
+        r = run_notebook(p, args.out, args.timeout, args.dep_timeout, args.kernel, log)
         results.append(r)
         status = "ok" if r.ok else "FAILED"
         print(
