@@ -50,10 +50,13 @@ ALLOWED_STDERR = [
 ]
 
 # Crates optimised inside the kernel's build although evcxr compiles everything else at the
-# notebooks' `opt_level` ("0": a cold build of candle + polars + plotters takes ~2 min instead of
-# ~11 at opt 2). Without these, the crate's own convolution, FFT and training loops and candle's
-# matmul would run unoptimised in the kernel, 10-50x slower. Measured trade-off: docs in
-# notebooks/README.md.
+# notebooks' `opt_level` ("0", so that the cold build of polars, dicom, hf-hub and the rest stays
+# short). These carry the numeric work: measured here, candle-core at opt 0 against opt 3 is 21x
+# slower on a 3x3 conv2d (1146 vs 55 ms, 32x16x32x32) and 200x on a 256 x 256 matmul (154 vs
+# 0.8 ms), so training in notebooks 2, 3 and 5 would crawl. The crate itself holds the FFT, PSD,
+# artifact and convolution loops; plotters and the font rasteriser draw the PNG heat maps.
+# Generic code is instantiated in (and optimised with) the calling crate, so listing these is
+# enough. Each name must be in the dependency graph with one version (cargo warns otherwise).
 OPTIMISED_CRATES = [
     "spectral-transfer",
     "candle-core",
@@ -62,9 +65,16 @@ OPTIMISED_CRATES = [
     "gemm-common",
     "gemm-f32",
     "gemm-f64",
+    "pulp",
     "rustfft",
     "primal-check",
     "transpose",
+    "plotters",
+    "plotters-backend",
+    "plotters-bitmap",
+    "ab_glyph",
+    "ab_glyph_rasterizer",
+    "fdeflate",
 ]
 
 
