@@ -373,7 +373,7 @@ pub fn write_run(layout: &Layout, result: &RunResult) -> Result<PathBuf> {
 }
 
 /// What `collect` found.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Collected {
     pub table: DataFrame,
     /// Runs of the grid with a result.

@@ -95,6 +95,7 @@ pub struct ImagePanel {
     pub title: String,
     pub image: Image,
     /// A circle of this radius in pixels around the centre (H/2, W/2), e.g. a frequency ring.
+    /// The image is drawn with row 0 at the top; the y axis counts rows from the bottom.
     pub ring_radius: Option<f64>,
     pub x_label: String,
     pub y_label: String,
@@ -324,7 +325,7 @@ impl LinePanel {
 impl HeatmapPanel {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>, scale: f64) -> Result<()> {
         let font = |s: f64| (FAMILY, (s * scale).round() as u32);
-        let (plot, bar) = area.split_horizontally(area.dim_in_pixel().0 as f64 * 0.86);
+        let (plot, bar) = area.split_horizontally((area.dim_in_pixel().0 as f64 * 0.86) as i32);
         let nx = self.x.len().max(1);
         let ny = self.values.len().max(1);
         let (lo, hi) =
@@ -412,7 +413,7 @@ impl ImagePanel {
             .margin((8.0 * scale) as u32)
             .x_label_area_size((38.0 * scale) as u32)
             .y_label_area_size((44.0 * scale) as u32)
-            .build_cartesian_2d(0.0..w, h..0.0)
+            .build_cartesian_2d(0.0..w, 0.0..h)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
@@ -433,15 +434,18 @@ impl ImagePanel {
                 (0..img.width).map(move |x| {
                     let g = (((img.get(y, x) as f64 - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0)
                         .round() as u8;
+                    // Row 0 at the top, as an image is shown.
+                    let top = h - y as f64;
                     Rectangle::new(
-                        [(x as f64, y as f64), (x as f64 + 1.0, y as f64 + 1.0)],
+                        [(x as f64, top), (x as f64 + 1.0, top - 1.0)],
                         RGBColor(g, g, g).filled(),
                     )
                 })
             }))
             .map_err(draw_err)?;
         if let Some(r) = self.ring_radius {
-            let (cy, cx) = (h / 2.0, w / 2.0);
+            // Centre of the DC bin (row H/2, column W/2) in the flipped coordinates.
+            let (cy, cx) = (h - (h / 2.0).floor() - 0.5, (w / 2.0).floor() + 0.5);
             let pts: Vec<(f64, f64)> = (0..=180)
                 .map(|i| {
                     let t = i as f64 / 180.0 * std::f64::consts::TAU;
