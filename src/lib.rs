@@ -6,7 +6,8 @@
 //! and transfer learning in medical imaging* (SPIE Medical Imaging 2025, arXiv 2407.11379).
 //!
 //! One module per idea of the method:
-//! - [`spectrum`]: FFT, windows, the radially averaged (gradient) PSD, alignment scores;
+//! - [`fourier`]: the 2-D FFT and the frequency-domain filters shared by artifacts and edits;
+//! - [`spectrum`]: windows, the radially averaged (gradient) PSD, alignment scores;
 //! - [`artifact`] (with [`radon`]): frequency shortcuts injected into the data;
 //! - [`edit`]: spectral editing of the source data;
 //! - [`data`], [`folds`], [`degradation`]: the patch sets, the cross-validation and the
@@ -22,6 +23,7 @@ pub mod edit;
 pub mod error;
 pub mod experiment;
 pub mod folds;
+pub mod fourier;
 pub mod gradient;
 pub mod image;
 pub mod kernels;
