@@ -20,3 +20,4 @@ pub mod figures;
 pub mod report;
 pub mod runner;
 pub use runner::{Event, Executor, PretrainOutcome, Runner, Summary};
+pub mod output;

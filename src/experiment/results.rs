@@ -151,7 +151,7 @@ pub fn from_frame(df: &DataFrame) -> Result<Vec<RunResult>> {
             .map(|i| {
                 let s = c.get_as_series(i).ok_or_else(|| missing(name, i))?;
                 let v = s.f64()?;
-                Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+                Ok((0..v.len()).map(|j| v.get(j).unwrap_or(f64::NAN)).collect())
             })
             .collect()
     };

@@ -238,7 +238,7 @@ impl LinePanel {
             let legend_dash = s.dash;
             let anno = match s.dash {
                 Dash::Solid => chart
-                    .draw_series(LineSeries::new(pts.clone(), style))
+                    .draw_series(plotters::series::LineSeries::new(pts.clone(), style))
                     .map_err(draw_err)?,
                 Dash::Dotted => chart
                     .draw_series(DashedLineSeries::new(
