@@ -325,7 +325,7 @@ impl LinePanel {
 impl HeatmapPanel {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>, scale: f64) -> Result<()> {
         let font = |s: f64| (FAMILY, (s * scale).round() as u32);
-        let (plot, bar) = area.split_horizontally((area.dim_in_pixel().0 as f64 * 0.86) as i32);
+        let (plot, bar) = area.split_horizontally((area.dim_in_pixel().0 as f64 * 0.80) as i32);
         let nx = self.x.len().max(1);
         let ny = self.values.len().max(1);
         let (lo, hi) =
@@ -344,7 +344,7 @@ impl HeatmapPanel {
             .margin((8.0 * scale) as u32)
             .x_label_area_size((38.0 * scale) as u32)
             .y_label_area_size((52.0 * scale) as u32)
-            .build_cartesian_2d(x0..x1, 0.0..ny as f64)
+            .build_cartesian_2d(x0..x1, -0.5..ny as f64 - 0.5)
             .map_err(draw_err)?;
         let ylabels = self.y.clone();
         chart
@@ -356,8 +356,8 @@ impl HeatmapPanel {
             .axis_desc_style(font(13.0))
             .y_labels(ny)
             .y_label_formatter(&move |v| {
-                let i = (*v - 0.5).round();
-                if i >= 0.0 && (i as usize) < ylabels.len() && (v - 0.5 - i).abs() < 1e-6 {
+                let i = v.round();
+                if i >= 0.0 && (i as usize) < ylabels.len() && (v - i).abs() < 1e-6 {
                     format!("{}", ylabels[i as usize])
                 } else {
                     String::new()
@@ -370,7 +370,7 @@ impl HeatmapPanel {
                 let xc = self.x.get(c).copied().unwrap_or(c as f64);
                 let t = (v - lo) / (hi - lo);
                 Rectangle::new(
-                    [(xc - dx / 2.0, r as f64), (xc + dx / 2.0, r as f64 + 1.0)],
+                    [(xc - dx / 2.0, r as f64 - 0.5), (xc + dx / 2.0, r as f64 + 0.5)],
                     viridis(t).filled(),
                 )
             })
@@ -381,7 +381,7 @@ impl HeatmapPanel {
             .margin_top((34.0 * scale) as u32)
             .margin_bottom((46.0 * scale) as u32)
             .margin_right((4.0 * scale) as u32)
-            .y_label_area_size((40.0 * scale) as u32)
+            .y_label_area_size((52.0 * scale) as u32)
             .build_cartesian_2d(0.0..1.0, lo..hi)
             .map_err(draw_err)?;
         cb.configure_mesh()
