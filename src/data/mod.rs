@@ -1,6 +1,18 @@
 //! Data: the labelled patch sets of the study (natural source, medical source, target), the readers
 //! for the formats they come from, and the embedded default built from registry packages.
 
+pub mod archive;
+pub mod build;
+pub mod embedded;
+pub mod montage;
+pub mod readers;
+pub mod user;
+
+pub use build::{build_embedded, BuildConfig, BuildReport};
+pub use embedded::{default_data_dir, list_embedded, load_embedded, EmbeddedSet, SetSummary};
+pub use montage::montage_png;
+pub use user::{load_csv_manifest, load_image_folder};
+
 use crate::error::{Error, Result};
 use crate::image::Image;
 
@@ -74,16 +86,28 @@ impl PatchSet {
             ));
         }
         if self.groups.len() != n {
-            return Err(shape("groups", n.to_string(), self.groups.len().to_string()));
+            return Err(shape(
+                "groups",
+                n.to_string(),
+                self.groups.len().to_string(),
+            ));
         }
-        if let Some(l) = self.labels.iter().find(|&&l| l as usize >= self.class_names.len()) {
+        if let Some(l) = self
+            .labels
+            .iter()
+            .find(|&&l| l as usize >= self.class_names.len())
+        {
             return Err(shape(
                 "labels",
                 format!("< {} classes", self.class_names.len()),
                 l.to_string(),
             ));
         }
-        if let Some(g) = self.groups.iter().find(|&&g| g as usize >= self.group_names.len()) {
+        if let Some(g) = self
+            .groups
+            .iter()
+            .find(|&&g| g as usize >= self.group_names.len())
+        {
             return Err(shape(
                 "groups",
                 format!("< {} groups", self.group_names.len()),
@@ -91,7 +115,10 @@ impl PatchSet {
             ));
         }
         if !self.pixels.iter().all(|v| v.is_finite()) {
-            return Err(Error::NonFinite(format!("pixels of patch set `{}`", self.name)));
+            return Err(Error::NonFinite(format!(
+                "pixels of patch set `{}`",
+                self.name
+            )));
         }
         Ok(())
     }

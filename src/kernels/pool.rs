@@ -1,23 +1,374 @@
-//! Pooling with a correct backward (issue 4). Placeholder signatures: stock candle ops, whose
-//! backward is wrong when kernel != stride; to be replaced.
+//! Pooling with a correct backward for any kernel, stride and padding.
+//!
+//! Written by hand from differentiable candle ops (pad by concatenation, narrow, reshape,
+//! `maximum`, sum) because candle 0.11's own pooling ops are not usable for training: the
+//! max-pool backward scales the gradient by 1/k^2, and there is no backward at all when the
+//! kernel differs from the stride (ResNet's 3 x 3, stride-2, pad-1 stem pool). Each of the k^2
+//! window offsets is one strided view of the padded input; the pool is their element-wise
+//! maximum (or mean), so autograd gives the exact gradient.
+//!
+//! Ties in max pooling (equal values in one window) share the gradient between the tied cells
+//! (candle's `maximum` backward) instead of giving it all to the first one as PyTorch does; the
+//! total reaching the window is the same. In a ResNet ties only occur between ReLU zeros, whose
+//! gradient the ReLU discards anyway.
 
 use candle_core::Tensor;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// Output size of a pooling window along one axis: floor((n + 2p - k) / s) + 1.
+fn out_size(n: usize, kernel: usize, stride: usize, padding: usize) -> usize {
+    (n + 2 * padding - kernel) / stride + 1
+}
+
+fn check_args(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<(usize, usize)> {
+    if kernel == 0 {
+        return Err(Error::param("kernel", kernel, "must be at least 1"));
+    }
+    if stride == 0 {
+        return Err(Error::param("stride", stride, "must be at least 1"));
+    }
+    if padding > kernel / 2 {
+        // As in PyTorch: with more padding a window could hold only padded cells.
+        return Err(Error::param(
+            "padding",
+            padding,
+            format!("must be at most kernel / 2 = {}", kernel / 2),
+        ));
+    }
+    let dims = x.dims();
+    if dims.len() != 4 {
+        return Err(Error::Shape {
+            what: "pooling input".into(),
+            expected: "(N, C, H, W)".into(),
+            got: format!("{dims:?}"),
+        });
+    }
+    let (h, w) = (dims[2], dims[3]);
+    if h + 2 * padding < kernel || w + 2 * padding < kernel {
+        return Err(Error::Shape {
+            what: "pooling input".into(),
+            expected: format!("H + 2 * padding and W + 2 * padding >= kernel {kernel}"),
+            got: format!("{h} x {w} with padding {padding}"),
+        });
+    }
+    Ok((
+        out_size(h, kernel, stride, padding),
+        out_size(w, kernel, stride, padding),
+    ))
+}
+
+/// Pads dims 2 and 3 of an (N, C, H, W) tensor with a constant value.
+fn pad_const(
+    x: &Tensor,
+    (top, bottom): (usize, usize),
+    (left, right): (usize, usize),
+    value: f64,
+) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let full = |hh: usize, ww: usize| -> Result<Tensor> {
+        Ok(Tensor::full(value, (n, c, hh, ww), x.device())?.to_dtype(x.dtype())?)
+    };
+    let mut x = x.clone();
+    if top + bottom > 0 {
+        let mut parts = Vec::with_capacity(3);
+        if top > 0 {
+            parts.push(full(top, w)?);
+        }
+        parts.push(x);
+        if bottom > 0 {
+            parts.push(full(bottom, w)?);
+        }
+        x = Tensor::cat(&parts, 2)?;
+    }
+    if left + right > 0 {
+        let hh = h + top + bottom;
+        let mut parts = Vec::with_capacity(3);
+        if left > 0 {
+            parts.push(full(hh, left)?);
+        }
+        parts.push(x);
+        if right > 0 {
+            parts.push(full(hh, right)?);
+        }
+        x = Tensor::cat(&parts, 3)?;
+    }
+    Ok(x)
+}
+
+/// Every-`stride`-th element of `len` elements along `dim`, starting at `start`
+/// (the tensor must hold at least `start + len * stride` there).
+fn strided(x: &Tensor, dim: usize, start: usize, len: usize, stride: usize) -> Result<Tensor> {
+    let t = x.narrow(dim, start, len * stride)?;
+    if stride == 1 {
+        return Ok(t);
+    }
+    // Split the axis into (len, stride) and keep phase 0.
+    let mut shape = t.dims().to_vec();
+    shape[dim] = len;
+    shape.insert(dim + 1, stride);
+    Ok(t.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)?)
+}
+
+/// Applies `combine` to the k^2 strided window views of `x` padded with `pad_value`.
+fn reduce_windows(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    pad_value: f64,
+    combine: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
+) -> Result<Tensor> {
+    let (ho, wo) = check_args(x, kernel, stride, padding)?;
+    let (_, _, h, w) = x.dims4()?;
+    // The strided views read up to (kernel - 1) + out * stride cells; the cells past
+    // h + 2 * padding are only ever read at a phase that is dropped.
+    let hn = (kernel - 1) + ho * stride;
+    let wn = (kernel - 1) + wo * stride;
+    let xp = pad_const(
+        x,
+        (padding, hn - h - padding),
+        (padding, wn - w - padding),
+        pad_value,
+    )?;
+    let mut acc: Option<Tensor> = None;
+    for dy in 0..kernel {
+        let rows = strided(&xp, 2, dy, ho, stride)?;
+        for dx in 0..kernel {
+            let win = strided(&rows, 3, dx, wo, stride)?;
+            acc = Some(match acc {
+                None => win,
+                Some(a) => combine(&a, &win)?,
+            });
+        }
+    }
+    // kernel >= 1, so there was at least one window.
+    acc.ok_or_else(|| Error::param("kernel", kernel, "must be at least 1"))
+}
 
 /// Max pooling over (N, C, H, W) with a square `kernel`, `stride` and symmetric padding
-/// (padded cells never win). Output (N, C, H_out, W_out).
+/// (padded cells never win: they hold -inf). Output (N, C, H_out, W_out) with
+/// H_out = floor((H + 2 padding - kernel) / stride) + 1. `padding <= kernel / 2`.
+/// Differentiable, with the exact gradient for any kernel and stride.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    let _ = padding;
-    Ok(x.max_pool2d_with_stride(kernel, stride)?)
+    reduce_windows(x, kernel, stride, padding, f64::NEG_INFINITY, |a, b| {
+        a.maximum(b)
+    })
 }
 
 /// Average pooling over (N, C, H, W) with a square `kernel` and `stride`, no padding.
+/// Output (N, C, H_out, W_out), H_out = floor((H - kernel) / stride) + 1. Differentiable.
 pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
-    Ok(x.avg_pool2d_with_stride(kernel, stride)?)
+    let (ho, wo) = check_args(x, kernel, stride, 0)?;
+    let scale = 1.0 / (kernel * kernel) as f64;
+    if kernel == stride {
+        // Non-overlapping windows: one reshape and a sum, much cheaper than k^2 views.
+        let (n, c, _, _) = x.dims4()?;
+        let t = x
+            .narrow(2, 0, ho * kernel)?
+            .narrow(3, 0, wo * kernel)?
+            .reshape((n, c, ho, kernel, wo, kernel))?
+            .sum(5)?
+            .sum(3)?;
+        return Ok((t * scale)?);
+    }
+    let sum = reduce_windows(x, kernel, stride, 0, 0.0, |a, b| a + b)?;
+    Ok((sum * scale)?)
 }
 
 /// Global average pool: (N, C, H, W) -> (N, C).
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    if x.rank() != 4 {
+        return Err(Error::Shape {
+            what: "global average pool input".into(),
+            expected: "(N, C, H, W)".into(),
+            got: format!("{:?}", x.dims()),
+        });
+    }
     Ok(x.mean((2, 3))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(shape: (usize, usize, usize, usize), seed: u64) -> Vec<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..shape.0 * shape.1 * shape.2 * shape.3)
+            .map(|_| rng.random::<f64>() * 2.0 - 1.0)
+            .collect()
+    }
+
+    /// Straightforward loop pooling, the oracle for the forward pass.
+    fn naive(
+        x: &[f64],
+        (n, c, h, w): (usize, usize, usize, usize),
+        k: usize,
+        s: usize,
+        p: usize,
+        max: bool,
+    ) -> Vec<f64> {
+        let ho = (h + 2 * p - k) / s + 1;
+        let wo = (w + 2 * p - k) / s + 1;
+        let mut out = Vec::new();
+        for b in 0..n * c {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut m = f64::NEG_INFINITY;
+                    let mut sum = 0.0;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let y = (oy * s + ky) as isize - p as isize;
+                            let xx = (ox * s + kx) as isize - p as isize;
+                            if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                                continue;
+                            }
+                            let v = x[b * h * w + y as usize * w + xx as usize];
+                            m = m.max(v);
+                            sum += v;
+                        }
+                    }
+                    out.push(if max { m } else { sum / (k * k) as f64 });
+                }
+            }
+        }
+        out
+    }
+
+    /// (N, C, H, W), kernel, stride, padding.
+    type Case = ((usize, usize, usize, usize), usize, usize, usize);
+    const CASES: &[Case] = &[
+        ((2, 3, 7, 9), 3, 2, 1), // ResNet stem pool on odd sizes
+        ((1, 2, 8, 8), 3, 2, 1),
+        ((1, 2, 5, 6), 2, 1, 0),
+        ((2, 1, 10, 11), 3, 3, 0),
+        ((1, 1, 6, 7), 2, 2, 1),
+        ((1, 2, 9, 5), 5, 2, 2),
+        ((1, 1, 4, 4), 1, 1, 0),
+    ];
+
+    #[test]
+    fn max_pool_forward_matches_naive_loop() {
+        let dev = Device::Cpu;
+        for (i, &(shape, k, s, p)) in CASES.iter().enumerate() {
+            let x = random(shape, i as u64);
+            let t = Tensor::from_vec(x.clone(), shape, &dev).unwrap();
+            let got = max_pool2d(&t, k, s, p).unwrap();
+            let want = naive(&x, shape, k, s, p, true);
+            assert_eq!(
+                got.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+                want,
+                "{shape:?} k{k} s{s} p{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn avg_pool_forward_matches_naive_loop() {
+        let dev = Device::Cpu;
+        for (i, &(shape, k, s, p)) in CASES.iter().enumerate() {
+            if p > 0 {
+                continue;
+            }
+            let x = random(shape, 100 + i as u64);
+            let t = Tensor::from_vec(x.clone(), shape, &dev).unwrap();
+            let got = avg_pool2d(&t, k, s)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let want = naive(&x, shape, k, s, 0, false);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-12, "{shape:?} k{k} s{s}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// Central finite differences of L = sum(pool(x) * r) against autograd, in f64.
+    fn check_fd(max: bool) {
+        let dev = Device::Cpu;
+        for (i, &(shape, k, s, p)) in CASES.iter().enumerate() {
+            if !max && p > 0 {
+                continue;
+            }
+            let x = random(shape, 200 + i as u64);
+            let pool = |t: &Tensor| {
+                if max {
+                    max_pool2d(t, k, s, p).unwrap()
+                } else {
+                    avg_pool2d(t, k, s).unwrap()
+                }
+            };
+            let out_shape = pool(&Tensor::from_vec(x.clone(), shape, &dev).unwrap())
+                .dims()
+                .to_vec();
+            let r = Tensor::from_vec(
+                random((1, 1, 1, out_shape.iter().product()), 300 + i as u64),
+                out_shape,
+                &dev,
+            )
+            .unwrap();
+            let loss = |xs: &[f64]| -> f64 {
+                let t = Tensor::from_vec(xs.to_vec(), shape, &dev).unwrap();
+                (pool(&t) * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let var = Var::from_tensor(&Tensor::from_vec(x.clone(), shape, &dev).unwrap()).unwrap();
+            let l = (pool(var.as_tensor()) * &r).unwrap().sum_all().unwrap();
+            let grads = l.backward().unwrap();
+            let g = grads
+                .get(&var)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let eps = 1e-6;
+            for j in 0..x.len() {
+                let mut xp = x.clone();
+                xp[j] += eps;
+                let mut xm = x.clone();
+                xm[j] -= eps;
+                let fd = (loss(&xp) - loss(&xm)) / (2.0 * eps);
+                assert!(
+                    (fd - g[j]).abs() < 1e-7,
+                    "{} {shape:?} k{k} s{s} p{p} element {j}: autograd {} vs fd {fd}",
+                    if max { "max" } else { "avg" },
+                    g[j]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_gradient_matches_finite_differences() {
+        check_fd(true);
+    }
+
+    #[test]
+    fn avg_pool_gradient_matches_finite_differences() {
+        check_fd(false);
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        let t = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let e = max_pool2d(&t, 3, 2, 2).unwrap_err().to_string();
+        assert!(e.contains("padding"), "{e}");
+        let e = max_pool2d(&t, 3, 0, 1).unwrap_err().to_string();
+        assert!(e.contains("stride"), "{e}");
+        let e = avg_pool2d(&t, 5, 1).unwrap_err().to_string();
+        assert!(e.contains("kernel"), "{e}");
+        let t3 = Tensor::zeros((1, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        assert!(max_pool2d(&t3, 2, 2, 0).is_err());
+    }
 }

@@ -1,0 +1,659 @@
+//! Fast CPU 2-D convolution: forward, input gradient and weight gradient as candle custom ops,
+//! built on the blocked GEMM of the `gemm` crate (the one candle itself uses) with im2col/col2im.
+//!
+//! Why hand-written: candle 0.11 computes the input gradient of a convolution with a direct
+//! `conv_transpose2d` loop and the weight gradient with a second convolution over transposed
+//! tensors; both are 5-10x slower than a GEMM formulation on CPU (docs/performance.md).
+//!
+//! Layout. For one image, `col` is the (K, P) matrix with K = C_in·kH·kW (row `(c, ki, kj)`) and
+//! P = H_out·W_out, so that the output (C_out, P) = W (C_out, K) · col (K, P) is already NCHW.
+//! Images are processed in groups of `g` whose columns are laid side by side, (K, g·P), so that
+//! the GEMM stays wide where the spatial size is small (deep layers); groups run in parallel over
+//! candle's rayon pool (`RAYON_NUM_THREADS`), or, when there are fewer groups than threads, one
+//! after the other with the GEMM itself parallel.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Target width (columns) of one GEMM: wide enough to amortise packing the weight matrix.
+const TARGET_COLS: usize = 1024;
+
+/// Geometry of one convolution: input (n, c_in, h, w), kernel (c_out, c_in, kh, kw).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geom {
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Geom {
+    /// Checked geometry; `None` if the kernel does not fit the padded input or stride is 0.
+    pub fn new(
+        x: (usize, usize, usize, usize),
+        k: (usize, usize, usize, usize),
+        stride: usize,
+        pad: usize,
+    ) -> Option<Self> {
+        let (n, c_in, h, w) = x;
+        let (c_out, c_in_k, kh, kw) = k;
+        if c_in != c_in_k
+            || stride == 0
+            || kh == 0
+            || kw == 0
+            || h + 2 * pad < kh
+            || w + 2 * pad < kw
+        {
+            return None;
+        }
+        Some(Self {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh,
+            kw,
+            stride,
+            pad,
+            ho: (h + 2 * pad - kh) / stride + 1,
+            wo: (w + 2 * pad - kw) / stride + 1,
+        })
+    }
+    fn k(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn in_len(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+    fn out_len(&self) -> usize {
+        self.c_out * self.p()
+    }
+    /// 1x1, stride 1, no padding: the image itself is its `col` matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+}
+
+/// How the batch is cut: `g` images per group, groups split into `chunks` contiguous runs (one
+/// per thread); with one chunk the GEMM gets the threads instead.
+struct Plan {
+    g: usize,
+    /// (first image, image count) of each chunk
+    chunks: Vec<(usize, usize)>,
+    inner: Parallelism,
+}
+
+fn plan(geom: &Geom) -> Plan {
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let n = geom.n.max(1);
+    let p = geom.p().max(1);
+    let g0 = TARGET_COLS.div_ceil(p).clamp(1, n);
+    let mut groups = n.div_ceil(g0);
+    if groups < threads {
+        groups = 1;
+    } else {
+        groups = groups.div_ceil(threads) * threads;
+        groups = groups.min(n);
+    }
+    let g = n.div_ceil(groups);
+    let groups = n.div_ceil(g);
+    let n_chunks = if groups >= threads {
+        threads.min(groups)
+    } else {
+        1
+    };
+    let mut chunks = Vec::with_capacity(n_chunks);
+    for c in 0..n_chunks {
+        let g_lo = c * groups / n_chunks;
+        let g_hi = (c + 1) * groups / n_chunks;
+        let lo = (g_lo * g).min(geom.n);
+        let hi = (g_hi * g).min(geom.n);
+        chunks.push((lo, hi - lo));
+    }
+    let inner = if n_chunks == 1 && threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    Plan { g, chunks, inner }
+}
+
+/// Splits `v` into consecutive mutable pieces of `sizes[i] * unit` elements.
+fn split_mut<'a, T>(
+    mut v: &'a mut [T],
+    sizes: impl Iterator<Item = usize>,
+    unit: usize,
+) -> Vec<&'a mut [T]> {
+    let mut out = Vec::new();
+    for s in sizes {
+        let (a, b) = v.split_at_mut(s * unit);
+        out.push(a);
+        v = b;
+    }
+    out
+}
+
+/// Valid output columns [lo, hi) for kernel column `kj`: those whose input column is inside.
+#[inline]
+fn valid_range(kj: usize, pad: usize, stride: usize, w: usize, wo: usize) -> (usize, usize) {
+    let lo = if kj >= pad {
+        0
+    } else {
+        (pad - kj).div_ceil(stride)
+    };
+    let hi = if w + pad > kj {
+        (w + pad - kj).div_ceil(stride).min(wo)
+    } else {
+        0
+    };
+    let lo = lo.min(wo);
+    (lo, hi.max(lo))
+}
+
+/// im2col of one image `x` (C_in, H, W) into `dst`, row r of `col` starting at `r * row_stride`.
+fn im2col<T: WithDType>(x: &[T], g: &Geom, dst: &mut [T], row_stride: usize) {
+    let (p, s, pad) = (g.p(), g.stride, g.pad);
+    for c in 0..g.c_in {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let r = (c * g.kh + ki) * g.kw + kj;
+                let row = &mut dst[r * row_stride..r * row_stride + p];
+                let (lo, hi) = valid_range(kj, pad, s, g.w, g.wo);
+                for oh in 0..g.ho {
+                    let out = &mut row[oh * g.wo..(oh + 1) * g.wo];
+                    let ih = (oh * s + ki) as isize - pad as isize;
+                    if ih < 0 || ih >= g.h as isize {
+                        out.fill(T::zero());
+                        continue;
+                    }
+                    let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+                    out[..lo].fill(T::zero());
+                    out[hi..].fill(T::zero());
+                    if s == 1 {
+                        let start = lo + kj - pad;
+                        out[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                    } else {
+                        for (ow, o) in out[lo..hi].iter_mut().enumerate() {
+                            *o = src[(ow + lo) * s + kj - pad];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im of `col` (row r at `r * row_stride`) added into one image gradient `dx` (C_in, H, W).
+fn col2im<T: WithDType>(col: &[T], g: &Geom, row_stride: usize, dx: &mut [T]) {
+    let (p, s, pad) = (g.p(), g.stride, g.pad);
+    for c in 0..g.c_in {
+        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let r = (c * g.kh + ki) * g.kw + kj;
+                let row = &col[r * row_stride..r * row_stride + p];
+                let (lo, hi) = valid_range(kj, pad, s, g.w, g.wo);
+                for oh in 0..g.ho {
+                    let ih = (oh * s + ki) as isize - pad as isize;
+                    if ih < 0 || ih >= g.h as isize {
+                        continue;
+                    }
+                    let src = &row[oh * g.wo..(oh + 1) * g.wo];
+                    let dst = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+                    if s == 1 {
+                        let start = lo + kj - pad;
+                        for (d, v) in dst[start..start + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += *v;
+                        }
+                    } else {
+                        for ow in lo..hi {
+                            dst[ow * s + kj - pad] += src[ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row-major matrix view for [`gemm_rm`]: pointer, row stride, column stride (in elements).
+struct Mat<T> {
+    ptr: *const T,
+    rs: isize,
+    cs: isize,
+}
+
+// Manual impls: derive would demand `T: Copy`, but only the pointer is copied.
+impl<T> Clone for Mat<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Mat<T> {}
+
+/// dst (m, n, row-major, contiguous) = [dst +] lhs (m, k) · rhs (k, n).
+///
+/// # Safety
+/// The views must cover (m, k), (k, n) and `dst` must hold m·n elements.
+unsafe fn gemm_rm<T: WithDType>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    accumulate: bool,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    par: Parallelism,
+) {
+    debug_assert!(dst.len() >= m * n);
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.as_mut_ptr(),
+        1,
+        n as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.cs,
+        lhs.rs,
+        rhs.ptr,
+        rhs.cs,
+        rhs.rs,
+        T::one(),
+        T::one(),
+        false,
+        false,
+        false,
+        par,
+    )
+}
+
+/// Forward: y (N, C_out, H_out, W_out) from x (N, C_in, H, W) and w (C_out, C_in, kH, kW).
+pub(crate) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    let (k, p, out_len, in_len) = (g.k(), g.p(), g.out_len(), g.in_len());
+    let mut y = vec![T::zero(); g.n * out_len];
+    let pl = plan(g);
+    let pieces = split_mut(&mut y, pl.chunks.iter().map(|c| c.1), out_len);
+    let wmat = Mat {
+        ptr: w.as_ptr(),
+        rs: k as isize,
+        cs: 1,
+    };
+    let wmat_addr = SendPtr(wmat);
+    pieces
+        .into_par_iter()
+        .zip(pl.chunks.par_iter())
+        .for_each(|(ychunk, &(first, count))| {
+            let wmat = wmat_addr.get();
+            let mut col: Vec<T> = Vec::new();
+            let mut tmp: Vec<T> = Vec::new();
+            let mut i = 0;
+            while i < count {
+                let gi = pl.g.min(count - i);
+                let cols = gi * p;
+                let img0 = first + i;
+                let rhs = if gi == 1 && g.pointwise() {
+                    Mat {
+                        ptr: x[img0 * in_len..].as_ptr(),
+                        rs: p as isize,
+                        cs: 1,
+                    }
+                } else {
+                    col.resize(k * cols, T::zero());
+                    for j in 0..gi {
+                        let xi = &x[(img0 + j) * in_len..(img0 + j + 1) * in_len];
+                        im2col(xi, g, &mut col[j * p..], cols);
+                    }
+                    Mat {
+                        ptr: col.as_ptr(),
+                        rs: cols as isize,
+                        cs: 1,
+                    }
+                };
+                let ys = &mut ychunk[i * out_len..(i + gi) * out_len];
+                if gi == 1 {
+                    // SAFETY: shapes as documented: w (C_out, K), rhs (K, P), ys (C_out, P).
+                    unsafe { gemm_rm(g.c_out, p, k, ys, false, wmat, rhs, pl.inner) };
+                } else {
+                    tmp.resize(g.c_out * cols, T::zero());
+                    // SAFETY: w (C_out, K), col (K, g·P), tmp (C_out, g·P).
+                    unsafe { gemm_rm(g.c_out, cols, k, &mut tmp, false, wmat, rhs, pl.inner) };
+                    for j in 0..gi {
+                        for co in 0..g.c_out {
+                            ys[j * out_len + co * p..j * out_len + (co + 1) * p]
+                                .copy_from_slice(&tmp[co * cols + j * p..co * cols + (j + 1) * p]);
+                        }
+                    }
+                }
+                i += gi;
+            }
+        });
+    y
+}
+
+/// Gathers images [img0, img0+gi) of dy (N, C_out, P) into (C_out, gi·P).
+fn gather_dy<T: WithDType>(dy: &[T], g: &Geom, img0: usize, gi: usize, dst: &mut Vec<T>) {
+    let (p, out_len, cols) = (g.p(), g.out_len(), gi * g.p());
+    dst.resize(g.c_out * cols, T::zero());
+    for j in 0..gi {
+        for co in 0..g.c_out {
+            let src = &dy[(img0 + j) * out_len + co * p..(img0 + j) * out_len + (co + 1) * p];
+            dst[co * cols + j * p..co * cols + (j + 1) * p].copy_from_slice(src);
+        }
+    }
+}
+
+/// Input gradient: dx (N, C_in, H, W) from dy (N, C_out, H_out, W_out) and w.
+pub(crate) fn grad_input<T: WithDType>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    let (k, p, out_len, in_len) = (g.k(), g.p(), g.out_len(), g.in_len());
+    let mut dx = vec![T::zero(); g.n * in_len];
+    let pl = plan(g);
+    let pieces = split_mut(&mut dx, pl.chunks.iter().map(|c| c.1), in_len);
+    // W^T as a (K, C_out) view of the row-major (C_out, K) weight.
+    let wt = SendPtr(Mat {
+        ptr: w.as_ptr(),
+        rs: 1,
+        cs: k as isize,
+    });
+    pieces
+        .into_par_iter()
+        .zip(pl.chunks.par_iter())
+        .for_each(|(dxchunk, &(first, count))| {
+            let wt = wt.get();
+            let mut col: Vec<T> = Vec::new();
+            let mut dyg: Vec<T> = Vec::new();
+            let mut i = 0;
+            while i < count {
+                let gi = pl.g.min(count - i);
+                let cols = gi * p;
+                let img0 = first + i;
+                let rhs = if gi == 1 {
+                    Mat {
+                        ptr: dy[img0 * out_len..].as_ptr(),
+                        rs: p as isize,
+                        cs: 1,
+                    }
+                } else {
+                    gather_dy(dy, g, img0, gi, &mut dyg);
+                    Mat {
+                        ptr: dyg.as_ptr(),
+                        rs: cols as isize,
+                        cs: 1,
+                    }
+                };
+                if gi == 1 && g.pointwise() {
+                    let d = &mut dxchunk[i * in_len..(i + 1) * in_len];
+                    // SAFETY: W^T (C_in, C_out), dy (C_out, P), dx (C_in, P).
+                    unsafe { gemm_rm(k, p, g.c_out, d, false, wt, rhs, pl.inner) };
+                } else {
+                    col.resize(k * cols, T::zero());
+                    // SAFETY: W^T (K, C_out), dy (C_out, g·P), col (K, g·P).
+                    unsafe { gemm_rm(k, cols, g.c_out, &mut col, false, wt, rhs, pl.inner) };
+                    for j in 0..gi {
+                        col2im(
+                            &col[j * p..],
+                            g,
+                            cols,
+                            &mut dxchunk[(i + j) * in_len..(i + j + 1) * in_len],
+                        );
+                    }
+                }
+                i += gi;
+            }
+        });
+    dx
+}
+
+/// Weight gradient: dw (C_out, C_in, kH, kW) = Σ_n dy_n · col_nᵀ.
+pub(crate) fn grad_weight<T: WithDType>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    let (k, p, out_len, in_len) = (g.k(), g.p(), g.out_len(), g.in_len());
+    let pl = plan(g);
+    let partials: Vec<Vec<T>> = pl
+        .chunks
+        .par_iter()
+        .map(|&(first, count)| {
+            let mut dw = vec![T::zero(); g.c_out * k];
+            let mut col: Vec<T> = Vec::new();
+            let mut dyg: Vec<T> = Vec::new();
+            let mut i = 0;
+            while i < count {
+                let gi = pl.g.min(count - i);
+                let cols = gi * p;
+                let img0 = first + i;
+                let lhs = if gi == 1 {
+                    Mat {
+                        ptr: dy[img0 * out_len..].as_ptr(),
+                        rs: p as isize,
+                        cs: 1,
+                    }
+                } else {
+                    gather_dy(dy, g, img0, gi, &mut dyg);
+                    Mat {
+                        ptr: dyg.as_ptr(),
+                        rs: cols as isize,
+                        cs: 1,
+                    }
+                };
+                // colᵀ as a (g·P, K) view of the row-major (K, g·P) col.
+                let rhs = if gi == 1 && g.pointwise() {
+                    Mat {
+                        ptr: x[img0 * in_len..].as_ptr(),
+                        rs: 1,
+                        cs: p as isize,
+                    }
+                } else {
+                    col.resize(k * cols, T::zero());
+                    for j in 0..gi {
+                        im2col(
+                            &x[(img0 + j) * in_len..(img0 + j + 1) * in_len],
+                            g,
+                            &mut col[j * p..],
+                            cols,
+                        );
+                    }
+                    Mat {
+                        ptr: col.as_ptr(),
+                        rs: 1,
+                        cs: cols as isize,
+                    }
+                };
+                // SAFETY: dy (C_out, g·P), colᵀ (g·P, K), dw (C_out, K).
+                unsafe { gemm_rm(g.c_out, k, cols, &mut dw, i > 0, lhs, rhs, pl.inner) };
+                i += gi;
+            }
+            dw
+        })
+        .collect();
+    let mut it = partials.into_iter();
+    let mut dw = it.next().unwrap_or_else(|| vec![T::zero(); g.c_out * k]);
+    for part in it {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    dw
+}
+
+/// A raw matrix view shared read-only across rayon workers.
+struct SendPtr<T>(Mat<T>);
+// SAFETY: the pointee is an immutable slice that outlives the parallel section.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    fn get(&self) -> Mat<T> {
+        self.0
+    }
+}
+
+fn contiguous<'a, T: WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
+    let data = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("fast conv2d: {what} must be contiguous"),
+    }
+}
+
+fn geom_of(l1: &Layout, l2: &Layout, stride: usize, pad: usize) -> candle_core::Result<Geom> {
+    let x = l1.shape().dims4()?;
+    let k = l2.shape().dims4()?;
+    match Geom::new(x, k, stride, pad) {
+        Some(g) => Ok(g),
+        None => candle_core::bail!("fast conv2d: input {x:?} and kernel {k:?} do not fit with stride {stride}, padding {pad}"),
+    }
+}
+
+/// Forward op: `x.apply_op2(w, Conv2dOp { stride, pad })`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Conv2dOp {
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "spectral-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = geom_of(l1, l2, self.stride, self.pad)?;
+        let f32_ = |a: &[f32], b: &[f32]| forward(a, b, &g);
+        let f64_ = |a: &[f64], b: &[f64]| forward(a, b, &g);
+        let out = dispatch2(s1, l1, s2, l2, f32_, f64_)?;
+        Ok((out, Shape::from((g.n, g.c_out, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = geom_of(x.layout(), w.layout(), self.stride, self.pad)?;
+        let dy = dy.contiguous()?;
+        // Gradients only for what is tracked: the images of a training batch are not, and
+        // the weights need none when only the input gradient is wanted.
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(w, &GradInputOp { g })?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() && super::weight_grads_enabled() {
+            Some(x.apply_op2_no_bwd(&dy, &GradWeightOp { g })?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// Input-gradient op: `dy.apply_op2_no_bwd(w, GradInputOp { g })` -> dx.
+struct GradInputOp {
+    g: Geom,
+}
+
+impl CustomOp2 for GradInputOp {
+    fn name(&self) -> &'static str {
+        "spectral-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        if l1.shape().dims() != [g.n, g.c_out, g.ho, g.wo]
+            || l2.shape().dims() != [g.c_out, g.c_in, g.kh, g.kw]
+        {
+            candle_core::bail!(
+                "fast conv2d grad-input: unexpected shapes {:?} {:?}",
+                l1.shape(),
+                l2.shape()
+            );
+        }
+        let f32_ = |a: &[f32], b: &[f32]| grad_input(a, b, &g);
+        let f64_ = |a: &[f64], b: &[f64]| grad_input(a, b, &g);
+        let out = dispatch2(s1, l1, s2, l2, f32_, f64_)?;
+        Ok((out, Shape::from((g.n, g.c_in, g.h, g.w))))
+    }
+}
+
+/// Weight-gradient op: `x.apply_op2_no_bwd(dy, GradWeightOp { g })` -> dw.
+struct GradWeightOp {
+    g: Geom,
+}
+
+impl CustomOp2 for GradWeightOp {
+    fn name(&self) -> &'static str {
+        "spectral-conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        if l1.shape().dims() != [g.n, g.c_in, g.h, g.w]
+            || l2.shape().dims() != [g.n, g.c_out, g.ho, g.wo]
+        {
+            candle_core::bail!(
+                "fast conv2d grad-weight: unexpected shapes {:?} {:?}",
+                l1.shape(),
+                l2.shape()
+            );
+        }
+        let f32_ = |a: &[f32], b: &[f32]| grad_weight(a, b, &g);
+        let f64_ = |a: &[f64], b: &[f64]| grad_weight(a, b, &g);
+        let out = dispatch2(s1, l1, s2, l2, f32_, f64_)?;
+        Ok((out, Shape::from((g.c_out, g.c_in, g.kh, g.kw))))
+    }
+}
+
+fn dispatch2(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    f32_: impl Fn(&[f32], &[f32]) -> Vec<f32>,
+    f64_: impl Fn(&[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<CpuStorage> {
+    Ok(match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            CpuStorage::F32(f32_(contiguous(s1, l1, "lhs")?, contiguous(s2, l2, "rhs")?))
+        }
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            CpuStorage::F64(f64_(contiguous(s1, l1, "lhs")?, contiguous(s2, l2, "rhs")?))
+        }
+        _ => candle_core::bail!("fast conv2d: f32 or f64 operands of the same dtype required"),
+    })
+}

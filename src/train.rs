@@ -1,1 +1,0 @@
-//! train (to be written)
