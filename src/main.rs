@@ -204,37 +204,8 @@ fn print_summary(what: &str, s: &Summary) {
     }
 }
 
-/// The training pipeline (data, folds, pre-training, fine-tuning, PSDs). Until the data, model,
-/// train and gradient modules are merged, this build has none: `run` says so instead of running.
-struct NoPipeline;
-
-impl experiment::Executor for NoPipeline {
-    fn ensure_pretrained(
-        &self,
-        _: &Study,
-        _: &Layout,
-        _: &str,
-        _: &experiment::grid::PretrainConfig,
-    ) -> spectral_transfer::Result<experiment::PretrainOutcome> {
-        Err(spectral_transfer::Error::Other(
-            "the training pipeline (experiment::pipeline) is not integrated in this build yet".into(),
-        ))
-    }
-    fn execute(
-        &self,
-        _: &Study,
-        _: &Layout,
-        _: &experiment::Run,
-    ) -> spectral_transfer::Result<results::RunResult> {
-        Err(spectral_transfer::Error::Other(
-            "the training pipeline (experiment::pipeline) is not integrated in this build yet".into(),
-        ))
-    }
-}
-
-fn pipeline(study: &Study) -> Result<NoPipeline> {
-    study.validate()?;
-    Ok(NoPipeline)
+fn pipeline(study: &Study) -> Result<experiment::pipeline::Pipeline> {
+    Ok(experiment::pipeline::Pipeline::new(study)?)
 }
 
 fn run_grid(
@@ -279,7 +250,10 @@ fn collect(study: &Study, layout: &Layout) -> Result<results::Collected> {
 
 fn figures(study: &Study, layout: &Layout) -> Result<Vec<String>> {
     let rows = results::from_frame(&results::read_parquet(&layout.table())?)?;
-    let names = experiment::output::write_figures(study, layout, &rows, None)?;
+    let p = pipeline(study)?;
+    let fig1 = experiment::pipeline::figure1_image(&p)?;
+    let names =
+        experiment::output::write_figures(study, layout, &rows, Some((&fig1.0, fig1.1.as_str())))?;
     eprintln!("wrote {} figures to {}", names.len(), layout.figures_dir().display());
     Ok(names)
 }
@@ -405,7 +379,7 @@ fn main() -> Result<()> {
                 DataAction::List => "list",
                 DataAction::Show => "show",
             };
-            bail!("`data {action}`: the data module is not integrated in this build yet");
+            experiment::pipeline::data_command(action, &cli.out)?;
         }
     }
     Ok(())

@@ -288,7 +288,7 @@ impl Study {
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()
-            .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data"))
+            .unwrap_or_else(crate::data::default_data_dir)
     }
 
     /// Checks every field; the error names the first bad one.

@@ -21,3 +21,4 @@ pub mod report;
 pub mod runner;
 pub use runner::{Event, Executor, PretrainOutcome, Runner, Summary};
 pub mod output;
+pub mod pipeline;

@@ -26,7 +26,6 @@ use super::spec;
 use crate::data::{EmbeddedSet, PatchSet};
 use crate::error::{Error, Result};
 use crate::image::{Image, ImageBatch};
-use crate::plot::Figure;
 
 /// What is stored next to a pre-trained checkpoint once it is complete (written last, so its
 /// presence means the checkpoint is whole): the pre-trained model's PSD on the reference target
@@ -70,7 +69,7 @@ fn load_data(data: &DataSpec, study: &Study) -> Result<PatchSet> {
         DataSpec::Embedded { set } => {
             crate::data::load_embedded(EmbeddedSet::from_name(set)?, &study.data_dir())?
         }
-        DataSpec::Manifest { path } => crate::data::load_manifest(path)?,
+        DataSpec::Manifest { path } => crate::data::load_csv_manifest(path, study.patch_size, "manifest")?,
     };
     if set.height != study.patch_size || set.width != study.patch_size {
         return Err(Error::param(
@@ -128,9 +127,22 @@ fn model_spec(cfg: &crate::model::ResNetConfig) -> crate::train::ModelSpec {
     }
 }
 
-/// The images of `set` (all of them) as an N x 1 x H x W batch.
-fn batch_of(set: &PatchSet) -> Result<ImageBatch> {
-    ImageBatch::new([set.len(), 1, set.height, set.width], set.pixels.clone())
+/// Every image of `set` through `edit` (for amplitude swap, with the mean amplitude spectrum
+/// of `reference`).
+fn edit_set(set: &PatchSet, edit: &crate::edit::SourceEdit, reference: Option<&PatchSet>) -> Result<PatchSet> {
+    let amp = match reference {
+        Some(r) => {
+            let imgs: Vec<Image> = (0..r.len()).map(|i| r.image(i)).collect();
+            Some(crate::edit::mean_amplitude_spectrum(&imgs)?)
+        }
+        None => None,
+    };
+    let mut out = set.clone();
+    for i in 0..set.len() {
+        let e = edit.apply(&set.image(i), amp.as_ref())?;
+        out.set_image(i, &e)?;
+    }
+    Ok(out)
 }
 
 fn first_n(set: &PatchSet, n: usize) -> PatchSet {
@@ -283,7 +295,7 @@ impl Pipeline {
         } else {
             None
         };
-        crate::data::edit_set(&set, &edit, reference.as_ref())
+        edit_set(&set, &edit, reference.as_ref())
     }
 
     fn pretrained_weights(&self, layout: &Layout, id: &str) -> Result<HashMap<String, candle_core::Tensor>> {
@@ -402,7 +414,7 @@ impl Executor for Pipeline {
             |vb| crate::model::ResNet::new(&mcfg, vb),
             &model_spec(&mcfg),
             &from,
-            crate::model::HEAD_PREFIX,
+            crate::train::HEAD_PREFIX,
             &train,
             (!val.is_empty()).then_some(&val),
             &tcfg,
@@ -471,8 +483,8 @@ impl Executor for Pipeline {
     }
 }
 
-/// The data behind Fig. 1: a positive target image, its log spectrum and radial PSD.
-pub fn figure1_data(pipeline: &Pipeline) -> Result<super::figures::Figure1Data> {
+/// A positive target image and its caption, for Fig. 1.
+pub fn figure1_image(pipeline: &Pipeline) -> Result<(Image, String)> {
     let study = &pipeline.study;
     let t = pipeline.target()?;
     let i = t
@@ -480,57 +492,11 @@ pub fn figure1_data(pipeline: &Pipeline) -> Result<super::figures::Figure1Data> 
         .iter()
         .position(|&l| l == study.target.positive_class)
         .unwrap_or(0);
-    let image: Image = t.image(i);
-    let log_spectrum = crate::spectrum::log_spectrum(&image)?;
-    let radial = crate::spectrum::RadialPsd::default();
-    let curves = radial.compute(&ImageBatch::from_images(std::slice::from_ref(&image))?, None)?;
-    let k_max = curves.omega.len() as f64;
-    let marked = study.figures.marked_omega;
-    Ok(super::figures::Figure1Data {
-        image,
-        log_spectrum,
-        omega: curves.omega,
-        psd: curves.mean,
-        marked_omega: marked,
-        ring_radius: marked * k_max,
-        caption: format!(
-            "a target patch ({} , class {}), its spectrum and radial PSD",
-            t.name,
-            t.class_names.get(t.labels[i] as usize).cloned().unwrap_or_default()
-        ),
-    })
-}
-
-/// Draws every figure (Fig. 1 from the target, Figs. 2-4 from the table) into `figures/`;
-/// returns their names.
-pub fn write_figures(study: &Study, layout: &Layout, rows: &[RunResult]) -> Result<Vec<String>> {
-    let dir = layout.figures_dir();
-    let mut figs: Vec<Figure> = Vec::new();
-    let p = Pipeline::new(study)?;
-    figs.push(super::figures::figure1(&figure1_data(&p)?, study.figures.width));
-    figs.extend(super::figures::table_figures(rows, study.figures.width));
-    let mut names = Vec::new();
-    for f in &figs {
-        f.save(&dir)?;
-        names.push(f.name.clone());
-    }
-    Ok(names)
-}
-
-/// The figures already drawn (stems of `figures/*.png`), sorted.
-pub fn figure_names(_study: &Study, layout: &Layout) -> Result<Vec<String>> {
-    let mut names: Vec<String> = std::fs::read_dir(layout.figures_dir())
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| {
-                    let n = e.file_name().to_string_lossy().to_string();
-                    n.strip_suffix(".png").map(str::to_string)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    Ok(names)
+    let class = t.class_names.get(t.labels[i] as usize).cloned().unwrap_or_default();
+    Ok((
+        t.image(i),
+        format!("a target patch ({}, class {class}): spectrum and radial PSD", t.name),
+    ))
 }
 
 /// `spectral-transfer data build|list|show`: the data module's builder, listing and montages.
@@ -539,7 +505,7 @@ pub fn data_command(action: &str, out: &Path) -> Result<()> {
     match action {
         "list" => {
             for s in crate::data::list_embedded(&dir)? {
-                println!("{s}");
+                println!("{s:?}");
             }
         }
         "show" => {
@@ -553,11 +519,8 @@ pub fn data_command(action: &str, out: &Path) -> Result<()> {
             }
         }
         "build" => {
-            let report = crate::data::build_embedded(
-                &crate::data::default_package_cache(),
-                &dir,
-                &crate::data::BuildConfig::default(),
-            )?;
+            let cache = out.join("packages");
+            let report = crate::data::build_embedded(&cache, &dir, &crate::data::BuildConfig::default())?;
             println!("{report:?}");
         }
         other => return Err(Error::param("data", other, "expected build, list or show")),

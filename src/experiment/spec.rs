@@ -5,6 +5,7 @@
 use crate::artifact::Artifact;
 use crate::edit::SourceEdit;
 use crate::error::{Error, Result};
+use crate::gradient::GradientTarget;
 use crate::spectrum::RadialPsd;
 
 /// An artifact as a study names it, e.g. `{ kind = "grating", ... }` (see [`Artifact`]).
@@ -70,16 +71,14 @@ pub fn radial_psd(p: &super::config::PsdSpec) -> Result<RadialPsd> {
 }
 
 /// A gradient target by name: `loss`, `predicted_log_softmax`, `predicted_logit`.
-pub fn gradient_target(name: &str) -> Result<String> {
-    if ["loss", "predicted_log_softmax", "predicted_logit"].contains(&name) {
-        Ok(name.to_string())
-    } else {
-        Err(Error::param(
+pub fn gradient_target(name: &str) -> Result<GradientTarget> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
+        Error::param(
             "psd.*_target",
             name,
             "expected loss, predicted_log_softmax or predicted_logit",
-        ))
-    }
+        )
+    })
 }
 
 pub fn validate_psd(p: &super::config::PsdSpec) -> Result<()> {
