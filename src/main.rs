@@ -125,7 +125,11 @@ impl Bars {
             "{prefix:>10} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
-        let pre = multi.add(ProgressBar::new(0).with_style(style.clone()).with_prefix("pretrain"));
+        let pre = multi.add(
+            ProgressBar::new(0)
+                .with_style(style.clone())
+                .with_prefix("pretrain"),
+        );
         let runs = multi.add(ProgressBar::new(0).with_style(style).with_prefix("runs"));
         hidden_unless_tty(&pre);
         hidden_unless_tty(&runs);
@@ -164,7 +168,8 @@ impl Bars {
             Event::RunStarted { index, .. } => self.runs.set_message(format!("run {index}")),
             Event::RunFinished { index, seconds, .. } => {
                 self.runs.inc(1);
-                self.runs.set_message(format!("run {index} took {seconds:.1} s"));
+                self.runs
+                    .set_message(format!("run {index} took {seconds:.1} s"));
             }
             Event::RunFailed { index, error, .. } => {
                 self.runs.inc(1);
@@ -208,12 +213,7 @@ fn pipeline(study: &Study) -> Result<experiment::pipeline::Pipeline> {
     Ok(experiment::pipeline::Pipeline::new(study)?)
 }
 
-fn run_grid(
-    study: &Study,
-    layout: &Layout,
-    index: Option<usize>,
-    jobs: usize,
-) -> Result<Summary> {
+fn run_grid(study: &Study, layout: &Layout, index: Option<usize>, jobs: usize) -> Result<Summary> {
     let runner = Runner::new(study, layout.clone())?;
     let exec = pipeline(study)?;
     let bars = Bars::new();
@@ -254,7 +254,11 @@ fn figures(study: &Study, layout: &Layout) -> Result<Vec<String>> {
     let fig1 = experiment::pipeline::figure1_image(&p)?;
     let names =
         experiment::output::write_figures(study, layout, &rows, Some((&fig1.0, fig1.1.as_str())))?;
-    eprintln!("wrote {} figures to {}", names.len(), layout.figures_dir().display());
+    eprintln!(
+        "wrote {} figures to {}",
+        names.len(),
+        layout.figures_dir().display()
+    );
     Ok(names)
 }
 
@@ -325,7 +329,11 @@ fn main() -> Result<()> {
                     "{id} {} ({}): {}",
                     cfg.source.name,
                     experiment::spec::edit_label(&cfg.edit),
-                    if o.cached { "cached".into() } else { format!("{:.0} s", o.seconds) }
+                    if o.cached {
+                        "cached".into()
+                    } else {
+                        format!("{:.0} s", o.seconds)
+                    }
                 );
             }
         }
@@ -361,12 +369,19 @@ fn main() -> Result<()> {
             let claims = report(&study, &layout, names, Some(wall))?;
             eprintln!("\nsummary of `{}`:", study.name);
             for (k, c) in claims.iter().enumerate() {
-                eprintln!("  claim {}: {} -> {}", k + 1, c.statement, c.verdict.word().trim_matches('*'));
+                eprintln!(
+                    "  claim {}: {} -> {}",
+                    k + 1,
+                    c.statement,
+                    c.verdict.word().trim_matches('*')
+                );
             }
             eprintln!(
                 "  wall time {:.0} s, peak memory {} MiB; results in {}",
                 wall,
-                peak_rss_mib().map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into()),
+                peak_rss_mib()
+                    .map(|m| format!("{m:.0}"))
+                    .unwrap_or_else(|| "?".into()),
                 cli.out.display()
             );
             if !s.failed.is_empty() {

@@ -18,7 +18,8 @@ fn quick_reproduction_end_to_end() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    let rows = results::from_frame(&results::read_parquet(&out.join("results.parquet")).unwrap()).unwrap();
+    let rows =
+        results::from_frame(&results::read_parquet(&out.join("results.parquet")).unwrap()).unwrap();
     assert_eq!(rows.len(), 36);
     for r in &rows {
         for auc in [r.auc_iid, r.auc_ood, r.auc_clean] {
@@ -30,8 +31,14 @@ fn quick_reproduction_end_to_end() {
         assert!(r.psd_finetuned.iter().all(|v| v.is_finite()));
     }
     for f in ["fig1_spectrum", "fig3a_pretrained_psd", "fig4_ood_editing"] {
-        assert!(out.join("figures").join(format!("{f}.png")).is_file(), "{f}");
-        assert!(out.join("figures").join(format!("{f}.svg")).is_file(), "{f}");
+        assert!(
+            out.join("figures").join(format!("{f}.png")).is_file(),
+            "{f}"
+        );
+        assert!(
+            out.join("figures").join(format!("{f}.svg")).is_file(),
+            "{f}"
+        );
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for k in 1..=4 {

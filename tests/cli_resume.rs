@@ -15,10 +15,13 @@ fn tiny_study(dir: &Path) -> std::path::PathBuf {
     let text = TINY
         .replace("name = \"quick\"", "name = \"tiny\"")
         .replace("levels = [0.0, 0.5, 1.0]", "levels = [0.0, 1.0]")
-        .replace("edits = [{ kind = \"original\" }, { kind = \"whiten\" }]", "edits = [{ kind = \"original\" }]")
-        .replace("max_patches = 240", "max_patches = 160")
-        .replace("max_patches = 400", "max_patches = 200")
-        .replace("max_images = 48", "max_images = 16");
+        .replace(
+            "edits = [{ kind = \"original\" }, { kind = \"whiten\" }]",
+            "edits = [{ kind = \"original\" }]",
+        )
+        .replace("max_patches = 160", "max_patches = 120")
+        .replace("max_patches = 300", "max_patches = 160")
+        .replace("max_images = 32", "max_images = 16");
     // Keep only the first artifact.
     let first = text.find("[[artifacts]]").unwrap();
     let second = text[first + 1..].find("[[artifacts]]").unwrap() + first + 1;
@@ -57,7 +60,9 @@ fn collected(study: &Path, out: &Path) -> polars::prelude::DataFrame {
 
 fn no_partial_files(dir: &Path) {
     for sub in ["runs", "pretrained"] {
-        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else { continue };
+        let Ok(rd) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if name.ends_with(".parquet") {
@@ -102,7 +107,10 @@ fn killed_runs_resume_to_the_uninterrupted_table() {
         let partial = collected(&study, &killed_dir);
         assert!(partial.height() <= 8);
     }
-    assert!(kills > 0, "the study finished before any kill; the test proves nothing");
+    assert!(
+        kills > 0,
+        "the study finished before any kill; the test proves nothing"
+    );
     run_to_end(&study, &killed_dir);
     let resumed = collected(&study, &killed_dir);
     assert_eq!(resumed.height(), 8);

@@ -3,14 +3,19 @@
 use spectral_transfer::experiment::{expand, stable_id, Study};
 
 fn study_text() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/presets/embedded.toml")).unwrap()
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/presets/embedded.toml"
+    ))
+    .unwrap()
 }
 
 #[test]
 fn presets_parse_and_validate() {
     for name in ["embedded", "quick", "paper"] {
         let path = format!("{}/presets/{name}.toml", env!("CARGO_MANIFEST_DIR"));
-        let s = Study::from_file(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let s =
+            Study::from_file(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(s.name, name);
         assert!(!expand(&s).unwrap().is_empty());
     }
@@ -21,7 +26,10 @@ fn grid_is_the_full_product_in_order() {
     let s = Study::from_toml(&study_text()).unwrap();
     let runs = expand(&s).unwrap();
     let edits: usize = s.sources.iter().map(|x| x.edits.len()).sum();
-    assert_eq!(runs.len(), edits * s.artifacts.len() * s.levels.len() * s.folds);
+    assert_eq!(
+        runs.len(),
+        edits * s.artifacts.len() * s.levels.len() * s.folds
+    );
     for (i, r) in runs.iter().enumerate() {
         assert_eq!(r.index, i);
     }
@@ -53,7 +61,9 @@ fn ids_are_stable_and_depend_only_on_the_run() {
     t.levels.push(0.35);
     let c = expand(&t).unwrap();
     for r in &a {
-        assert!(c.iter().any(|x| x.id == r.id && x.level == r.level && x.fold == r.fold));
+        assert!(c
+            .iter()
+            .any(|x| x.id == r.id && x.level == r.level && x.fold == r.fold));
     }
     // Changing the seed or the fine-tuning budget changes every id.
     let mut u = s.clone();
@@ -62,21 +72,35 @@ fn ids_are_stable_and_depend_only_on_the_run() {
     assert!(a.iter().zip(&d).all(|(x, y)| x.id != y.id));
     let mut v = s.clone();
     v.finetune.lr *= 2.0;
-    assert!(a.iter().zip(expand(&v).unwrap().iter()).all(|(x, y)| x.id != y.id));
+    assert!(a
+        .iter()
+        .zip(expand(&v).unwrap().iter())
+        .all(|(x, y)| x.id != y.id));
     // The id is SHA-256 of canonical JSON: a pinned value guards against accidental changes to
     // the hashing itself (not to the config, whose changes are meant to change ids).
-    assert_eq!(stable_id(&serde_json::json!({"b": 1, "a": [1.5, "x"]})).unwrap(), "27edd5497e48a293");
+    assert_eq!(
+        stable_id(&serde_json::json!({"b": 1, "a": [1.5, "x"]})).unwrap(),
+        "27edd5497e48a293"
+    );
 }
 
 #[test]
 fn bad_studies_name_the_field() {
     let cases = [
-        ("levels = [0.0, 0.1, 0.2, 0.5, 0.8, 1.0]", "levels = [0.0, 1.5]", "levels"),
+        (
+            "levels = [0.0, 0.1, 0.2, 0.5, 0.8, 1.0]",
+            "levels = [0.0, 1.5]",
+            "levels",
+        ),
         ("folds = 5", "folds = 1", "folds"),
         ("base_width = 8", "base_width = 0", "model.base_width"),
         ("arch = \"resnet18\"", "arch = \"vgg\"", "model.arch"),
         ("name = \"medical\"", "name = \"natural\"", "sources.name"),
-        ("max_patches = 1200", "max_patches = 0", "target.max_patches"),
+        (
+            "max_patches = 1200",
+            "max_patches = 0",
+            "target.max_patches",
+        ),
     ];
     for (from, to, field) in cases {
         let text = study_text().replacen(from, to, 1);
@@ -84,6 +108,7 @@ fn bad_studies_name_the_field() {
         let e = Study::from_toml(&text).unwrap_err().to_string();
         assert!(e.contains(field), "{field}: {e}");
     }
-    let e = Study::from_toml(&study_text().replace("[finetune]", "[finetune]\nbogus = 1")).unwrap_err();
+    let e =
+        Study::from_toml(&study_text().replace("[finetune]", "[finetune]\nbogus = 1")).unwrap_err();
     assert!(e.to_string().contains("bogus"), "{e}");
 }

@@ -20,11 +20,20 @@ fn shaped(agree: bool) -> Vec<RunResult> {
             let w = r.omega.clone();
             let natural = r.source == "natural";
             let whitened = r.edit != "original";
-            let slope = if !agree { 2.0 } else if natural { 0.5 } else { 4.0 };
+            let slope = if !agree {
+                2.0
+            } else if natural {
+                0.5
+            } else {
+                4.0
+            };
             let slope = if whitened { slope * 0.2 } else { slope };
             r.psd_pretrained = w.iter().map(|x| (-slope * x).exp()).collect();
             let wobble = 0.01 * (r.fold as f64 + 1.0);
-            r.psd_finetuned = w.iter().map(|x| (-slope * x).exp() + wobble * (7.0 * x).sin()).collect();
+            r.psd_finetuned = w
+                .iter()
+                .map(|x| (-slope * x).exp() + wobble * (7.0 * x).sin())
+                .collect();
             r.psd_artifact = w.iter().map(|x| x * x).collect();
             r.alignment_pretrained = if natural { 0.9 } else { 0.3 };
             let drop = if !agree {
@@ -36,7 +45,13 @@ fn shaped(agree: bool) -> Vec<RunResult> {
             } else {
                 0.1
             };
-            let drop = if agree { drop } else if natural { 0.05 } else { 0.4 };
+            let drop = if agree {
+                drop
+            } else if natural {
+                0.05
+            } else {
+                0.4
+            };
             r.auc_ood = 0.9 - drop * r.level + 0.001 * r.fold as f64;
             r
         })
@@ -48,7 +63,13 @@ fn verdicts_follow_the_table() {
     let yes = report::claims(&shaped(true));
     assert_eq!(yes.len(), 4);
     for c in &yes {
-        assert_eq!(c.verdict, Verdict::Supported, "{}: {:?}", c.statement, c.evidence);
+        assert_eq!(
+            c.verdict,
+            Verdict::Supported,
+            "{}: {:?}",
+            c.statement,
+            c.evidence
+        );
     }
     let no = report::claims(&shaped(false));
     // Identical sources: no PSD difference, so claims 1 and 2 fail; the more aligned source

@@ -11,7 +11,6 @@ use spectral_transfer::experiment::grid::{stable_id, PretrainConfig, Run};
 use spectral_transfer::experiment::results::{self, RunResult};
 use spectral_transfer::experiment::{expand, Executor, Layout, PretrainOutcome, Runner, Study};
 
-
 #[derive(Default)]
 struct Fake {
     pretrained: AtomicUsize,
@@ -29,14 +28,28 @@ impl Executor for Fake {
     ) -> spectral_transfer::Result<PretrainOutcome> {
         let p = layout.checkpoint(id);
         if p.is_file() {
-            return Ok(PretrainOutcome { cached: true, seconds: 0.0 });
+            return Ok(PretrainOutcome {
+                cached: true,
+                seconds: 0.0,
+            });
         }
         self.pretrained.fetch_add(1, Ordering::SeqCst);
         results::write_bytes_atomic(&p, b"weights")?;
-        Ok(PretrainOutcome { cached: false, seconds: 0.0 })
+        Ok(PretrainOutcome {
+            cached: false,
+            seconds: 0.0,
+        })
     }
-    fn execute(&self, _s: &Study, layout: &Layout, run: &Run) -> spectral_transfer::Result<RunResult> {
-        assert!(layout.checkpoint(&run.pretrain_id).is_file(), "pre-training must come first");
+    fn execute(
+        &self,
+        _s: &Study,
+        layout: &Layout,
+        run: &Run,
+    ) -> spectral_transfer::Result<RunResult> {
+        assert!(
+            layout.checkpoint(&run.pretrain_id).is_file(),
+            "pre-training must come first"
+        );
         if self.fail_index == Some(run.index) {
             return Err(spectral_transfer::Error::Other("boom".into()));
         }
@@ -62,7 +75,11 @@ fn frame_round_trip_through_parquet() {
     let back = results::from_frame(&results::read_parquet(&path).unwrap()).unwrap();
     assert_eq!(back, rows);
     // No temporary left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
 
@@ -105,13 +122,23 @@ fn collect_on_partial_results_lists_the_missing() {
     foreign.run_id = stable_id(&"not in the grid").unwrap();
     results::write_run(&layout, &foreign).unwrap();
     let c = results::collect_to_file(&layout, &runs).unwrap();
-    let expected: Vec<usize> = runs.iter().filter(|r| r.index % 3 != 0).map(|r| r.index).collect();
+    let expected: Vec<usize> = runs
+        .iter()
+        .filter(|r| r.index % 3 != 0)
+        .map(|r| r.index)
+        .collect();
     assert_eq!(c.missing, expected);
     assert_eq!(c.done, runs.len() - expected.len());
     assert_eq!(c.table.height(), c.done);
     let back = results::from_frame(&results::read_parquet(&layout.table()).unwrap()).unwrap();
     let idx: Vec<u32> = back.iter().map(|r| r.index).collect();
-    assert_eq!(idx, runs.iter().filter(|r| r.index % 3 == 0).map(|r| r.index as u32).collect::<Vec<_>>());
+    assert_eq!(
+        idx,
+        runs.iter()
+            .filter(|r| r.index % 3 == 0)
+            .map(|r| r.index as u32)
+            .collect::<Vec<_>>()
+    );
     // An empty grid collects to an empty table with the full schema.
     let empty = tempfile::tempdir().unwrap();
     let c = results::collect(&Layout::new(empty.path()), &runs).unwrap();
@@ -127,7 +154,10 @@ fn runner_resumes_without_redoing_or_duplicating() {
     let runner = Runner::new(&s, layout.clone()).unwrap();
     let n = runner.runs.len();
     // First invocation: one run fails (as if killed), the rest finish.
-    let first = Fake { fail_index: Some(3), ..Default::default() };
+    let first = Fake {
+        fail_index: Some(3),
+        ..Default::default()
+    };
     let sum = runner.run_all(2, &first, &|_| {}).unwrap();
     assert_eq!(sum.failed.len(), 1);
     assert_eq!(sum.executed.len(), n - 1);
@@ -146,12 +176,17 @@ fn runner_resumes_without_redoing_or_duplicating() {
     runner2.run_all(1, &fresh, &|_| {}).unwrap();
     let edits: usize = s.sources.iter().map(|x| x.edits.len()).sum();
     assert_eq!(fresh.pretrained.load(Ordering::SeqCst), edits);
-    let reference = results::collect(&Layout::new(dir2.path()), &runner2.runs).unwrap().table;
+    let reference = results::collect(&Layout::new(dir2.path()), &runner2.runs)
+        .unwrap()
+        .table;
     assert!(without_timings(&resumed).equals_missing(&without_timings(&reference)));
     // --index of a done run does nothing; an index outside the grid is an error naming it.
     let third = Fake::default();
     let sum = runner.run_index(0, &third, &|_| {}).unwrap();
     assert!(sum.executed.is_empty() && third.executed.load(Ordering::SeqCst) == 0);
-    let e = runner.run_index(n, &third, &|_| {}).unwrap_err().to_string();
+    let e = runner
+        .run_index(n, &third, &|_| {})
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("index"), "{e}");
 }

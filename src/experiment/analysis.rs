@@ -108,10 +108,15 @@ pub fn auc_curves(results: &[RunResult], artifact: &str, set: TestSet) -> Vec<Au
         .map(|(source, edit)| {
             let mut by_level: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
             for r in rows.iter().filter(|r| r.source == source && r.edit == edit) {
-                by_level.entry(r.level.to_bits()).or_default().push(set.of(r));
+                by_level
+                    .entry(r.level.to_bits())
+                    .or_default()
+                    .push(set.of(r));
             }
-            let mut levels: Vec<(f64, Vec<f64>)> =
-                by_level.into_iter().map(|(k, v)| (f64::from_bits(k), v)).collect();
+            let mut levels: Vec<(f64, Vec<f64>)> = by_level
+                .into_iter()
+                .map(|(k, v)| (f64::from_bits(k), v))
+                .collect();
             levels.sort_by(|a, b| a.0.total_cmp(&b.0));
             let stats: Vec<(f64, f64)> = levels.iter().map(|(_, v)| mean_sd(v)).collect();
             AucCurve {
@@ -166,7 +171,11 @@ pub fn finetuned_psds<'a>(
 /// Fine-tuned PSD at p = 0 of one (source, edit), one curve per fold. At p = 0 no training
 /// image carries the artifact, so every artifact's p = 0 run trains on the same data; the first
 /// artifact's runs are used.
-pub fn clean_finetuned<'a>(results: &'a [RunResult], source: &str, edit: &str) -> Vec<&'a RunResult> {
+pub fn clean_finetuned<'a>(
+    results: &'a [RunResult],
+    source: &str,
+    edit: &str,
+) -> Vec<&'a RunResult> {
     let Some(first) = results
         .iter()
         .find(|r| r.source == source && r.edit == edit && r.level == 0.0)
@@ -189,7 +198,12 @@ pub fn fold_noise(runs: &[&RunResult]) -> f64 {
 
 /// Per-fold O.O.D. loss (AUC at p = 0 minus the mean over p > 0) of (source, edit, artifact):
 /// (fold, loss), folds that have p = 0 and at least one p > 0.
-pub fn ood_loss_per_fold(results: &[RunResult], source: &str, edit: &str, artifact: &str) -> Vec<(u32, f64)> {
+pub fn ood_loss_per_fold(
+    results: &[RunResult],
+    source: &str,
+    edit: &str,
+    artifact: &str,
+) -> Vec<(u32, f64)> {
     let rows: Vec<&RunResult> = results
         .iter()
         .filter(|r| r.source == source && r.edit == edit && r.artifact == artifact)

@@ -329,16 +329,31 @@ impl Study {
                 ));
             }
             if self.sources[..i].iter().any(|o| o.name == s.name) {
-                return Err(Error::param("sources.name", &s.name, "source names must be unique"));
+                return Err(Error::param(
+                    "sources.name",
+                    &s.name,
+                    "source names must be unique",
+                ));
             }
             if s.edits.is_empty() {
-                return Err(Error::param("sources.edits", &s.name, "need at least one edit"));
+                return Err(Error::param(
+                    "sources.edits",
+                    &s.name,
+                    "need at least one edit",
+                ));
             }
             for (j, e) in s.edits.iter().enumerate() {
                 super::spec::validate_edit(e)?;
                 let label = super::spec::edit_label(e);
-                if s.edits[..j].iter().any(|o| super::spec::edit_label(o) == label) {
-                    return Err(Error::param("sources.edits", label, "edits must be distinct"));
+                if s.edits[..j]
+                    .iter()
+                    .any(|o| super::spec::edit_label(o) == label)
+                {
+                    return Err(Error::param(
+                        "sources.edits",
+                        label,
+                        "edits must be distinct",
+                    ));
                 }
             }
             if let Pretraining::Registry { entry, .. } = &s.pretraining {
@@ -355,11 +370,19 @@ impl Study {
                 ..
             } = &s.pretraining
             {
-                return Err(Error::param("sources.pretraining.max_patches", 0, "must be > 0"));
+                return Err(Error::param(
+                    "sources.pretraining.max_patches",
+                    0,
+                    "must be > 0",
+                ));
             }
         }
         if self.artifacts.is_empty() {
-            return Err(Error::param("artifacts", "[]", "need at least one artifact"));
+            return Err(Error::param(
+                "artifacts",
+                "[]",
+                "need at least one artifact",
+            ));
         }
         for (i, a) in self.artifacts.iter().enumerate() {
             super::spec::validate_artifact(a)?;
@@ -368,7 +391,11 @@ impl Study {
                 .iter()
                 .any(|o| super::spec::artifact_label(o) == label)
             {
-                return Err(Error::param("artifacts", label, "artifacts must be distinct"));
+                return Err(Error::param(
+                    "artifacts",
+                    label,
+                    "artifacts must be distinct",
+                ));
             }
         }
         if !["resnet18", "resnet34", "resnet50"].contains(&self.model.arch.as_str()) {
@@ -382,10 +409,18 @@ impl Study {
             return Err(Error::param("model.base_width", 0, "must be > 0"));
         }
         if ![1, 3].contains(&self.model.in_channels) {
-            return Err(Error::param("model.in_channels", self.model.in_channels, "expected 1 or 3"));
+            return Err(Error::param(
+                "model.in_channels",
+                self.model.in_channels,
+                "expected 1 or 3",
+            ));
         }
         if !(0.0..1.0).contains(&self.model.dropout) {
-            return Err(Error::param("model.dropout", self.model.dropout, "must be in [0, 1)"));
+            return Err(Error::param(
+                "model.dropout",
+                self.model.dropout,
+                "must be in [0, 1)",
+            ));
         }
         for (name, t) in [("pretrain", &self.pretrain), ("finetune", &self.finetune)] {
             if t.epochs == 0 {

@@ -4,7 +4,9 @@
 use super::analysis::{self, auc_curves, distinct, TestSet};
 use super::results::RunResult;
 use crate::image::Image;
-use crate::plot::{Arrow, Dash, Figure, HeatmapPanel, ImagePanel, LinePanel, LineSeries, Marker, Panel};
+use crate::plot::{
+    Arrow, Dash, Figure, HeatmapPanel, ImagePanel, LinePanel, LineSeries, Marker, Panel,
+};
 
 const OMEGA: &str = "normalised radial frequency ω (1 = Nyquist)";
 const PSD: &str = "normalised gradient PSD (a.u.)";
@@ -141,7 +143,11 @@ pub fn figure3_pretrained(results: &[RunResult], width: u32) -> Figure {
             x: omega.clone(),
             y: psd.clone(),
             sd: None,
-            dash: if edit == ORIGINAL { Dash::Solid } else { Dash::Dotted },
+            dash: if edit == ORIGINAL {
+                Dash::Solid
+            } else {
+                Dash::Dotted
+            },
             colour,
         });
         if edit != ORIGINAL {
@@ -157,8 +163,9 @@ pub fn figure3_pretrained(results: &[RunResult], width: u32) -> Figure {
     }
     Figure {
         name: "fig3a_pretrained_psd".into(),
-        title: "Fig. 3a — gradient PSD of the pre-trained models (arrows: centroid shift by editing)"
-            .into(),
+        title:
+            "Fig. 3a — gradient PSD of the pre-trained models (arrows: centroid shift by editing)"
+                .into(),
         rows: 1,
         cols: 1,
         width,
@@ -242,7 +249,11 @@ pub fn figure4(results: &[RunResult], width: u32) -> Figure {
                 .into_iter()
                 .map(|c| LineSeries {
                     label: format!("{} ({})", c.source, c.edit),
-                    dash: if c.edit == ORIGINAL { Dash::Solid } else { Dash::Dotted },
+                    dash: if c.edit == ORIGINAL {
+                        Dash::Solid
+                    } else {
+                        Dash::Dotted
+                    },
                     colour: colour_of(&colours, &c.source),
                     x: c.levels,
                     y: c.mean,
@@ -276,9 +287,16 @@ pub fn figure4(results: &[RunResult], width: u32) -> Figure {
 /// Figures 2-4 from the table (Fig. 1 needs an image; see [`figure1`]).
 pub fn table_figures(results: &[RunResult], width: u32) -> Vec<Figure> {
     let artifacts = distinct(results.iter().map(|r| r.artifact.clone()));
-    let mut figs: Vec<Figure> = artifacts.iter().map(|a| figure2(results, a, width)).collect();
+    let mut figs: Vec<Figure> = artifacts
+        .iter()
+        .map(|a| figure2(results, a, width))
+        .collect();
     figs.push(figure3_pretrained(results, width));
-    figs.extend(artifacts.iter().map(|a| figure3_heatmaps(results, a, width)));
+    figs.extend(
+        artifacts
+            .iter()
+            .map(|a| figure3_heatmaps(results, a, width)),
+    );
     figs.push(figure4(results, width));
     figs
 }

@@ -32,7 +32,8 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<String> {
             other => other,
         }
     }
-    let v = serde_json::to_value(value).map_err(|e| Error::Other(format!("canonical json: {e}")))?;
+    let v =
+        serde_json::to_value(value).map_err(|e| Error::Other(format!("canonical json: {e}")))?;
     let sorted = sort(v);
     // serde_json writes maps in iteration order; with `preserve_order` off the map is a BTreeMap
     // (sorted); with it on, insertion order, which `sort` made sorted.
@@ -127,12 +128,18 @@ impl Run {
     pub fn degradation_seed(&self) -> u64 {
         derive_seed(
             self.config.pretrained.seed,
-            &format!("degradation/{}/{}/{}", self.artifact_label, self.level, self.fold),
+            &format!(
+                "degradation/{}/{}/{}",
+                self.artifact_label, self.level, self.fold
+            ),
         )
     }
     /// Seed of fine-tuning (initial head, batches, dropout): shared by all sources and levels.
     pub fn finetune_seed(&self) -> u64 {
-        derive_seed(self.config.pretrained.seed, &format!("finetune/{}", self.fold))
+        derive_seed(
+            self.config.pretrained.seed,
+            &format!("finetune/{}", self.fold),
+        )
     }
 }
 
@@ -213,7 +220,11 @@ pub fn resolve_index(
         return Ok(Some((i, IndexSource::Argument)));
     }
     for (var, src, name) in [
-        ("SLURM_ARRAY_TASK_ID", IndexSource::Slurm, "SLURM_ARRAY_TASK_ID"),
+        (
+            "SLURM_ARRAY_TASK_ID",
+            IndexSource::Slurm,
+            "SLURM_ARRAY_TASK_ID",
+        ),
         (
             "JOB_COMPLETION_INDEX",
             IndexSource::Kubernetes,
@@ -261,10 +272,19 @@ mod tests {
             "JOB_COMPLETION_INDEX" => Some("9".to_string()),
             _ => None,
         };
-        assert_eq!(resolve_index(Some(2), env).unwrap(), Some((2, IndexSource::Argument)));
-        assert_eq!(resolve_index(None, env).unwrap(), Some((4, IndexSource::Slurm)));
+        assert_eq!(
+            resolve_index(Some(2), env).unwrap(),
+            Some((2, IndexSource::Argument))
+        );
+        assert_eq!(
+            resolve_index(None, env).unwrap(),
+            Some((4, IndexSource::Slurm))
+        );
         let k8s = |k: &str| (k == "JOB_COMPLETION_INDEX").then(|| "9".to_string());
-        assert_eq!(resolve_index(None, k8s).unwrap(), Some((9, IndexSource::Kubernetes)));
+        assert_eq!(
+            resolve_index(None, k8s).unwrap(),
+            Some((9, IndexSource::Kubernetes))
+        );
         assert_eq!(resolve_index(None, |_| None).unwrap(), None);
         let bad = |k: &str| (k == "SLURM_ARRAY_TASK_ID").then(|| "x1".to_string());
         let err = resolve_index(None, bad).unwrap_err().to_string();

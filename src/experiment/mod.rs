@@ -12,7 +12,9 @@ pub mod grid;
 pub mod results;
 pub mod spec;
 
-pub use config::{DataSpec, ModelSpec, Pretraining, PsdSpec, SourceSpec, Study, TargetSpec, TrainSpec};
+pub use config::{
+    DataSpec, ModelSpec, Pretraining, PsdSpec, SourceSpec, Study, TargetSpec, TrainSpec,
+};
 pub use grid::{expand, resolve_index, stable_id, IndexSource, Run, RunConfig};
 pub use results::{collect, collect_to_file, Collected, Layout, RunResult};
 pub mod analysis;

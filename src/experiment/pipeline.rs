@@ -69,7 +69,9 @@ fn load_data(data: &DataSpec, study: &Study) -> Result<PatchSet> {
         DataSpec::Embedded { set } => {
             crate::data::load_embedded(EmbeddedSet::from_name(set)?, &study.data_dir())?
         }
-        DataSpec::Manifest { path } => crate::data::load_csv_manifest(path, study.patch_size, "manifest")?,
+        DataSpec::Manifest { path } => {
+            crate::data::load_csv_manifest(path, study.patch_size, "manifest")?
+        }
     };
     if set.height != study.patch_size || set.width != study.patch_size {
         return Err(Error::param(
@@ -129,7 +131,11 @@ fn model_spec(cfg: &crate::model::ResNetConfig) -> crate::train::ModelSpec {
 
 /// Every image of `set` through `edit` (for amplitude swap, with the mean amplitude spectrum
 /// of `reference`).
-fn edit_set(set: &PatchSet, edit: &crate::edit::SourceEdit, reference: Option<&PatchSet>) -> Result<PatchSet> {
+fn edit_set(
+    set: &PatchSet,
+    edit: &crate::edit::SourceEdit,
+    reference: Option<&PatchSet>,
+) -> Result<PatchSet> {
     let amp = match reference {
         Some(r) => {
             let imgs: Vec<Image> = (0..r.len()).map(|i| r.image(i)).collect();
@@ -173,7 +179,10 @@ impl Pipeline {
             return Err(Error::param(
                 "target.data",
                 self.study.target.data.describe(),
-                format!("the target must have 2 classes, found {}", set.num_classes()),
+                format!(
+                    "the target must have 2 classes, found {}",
+                    set.num_classes()
+                ),
             ));
         }
         if self.study.target.positive_class > 1 {
@@ -215,10 +224,18 @@ impl Pipeline {
     /// Mean and SD of the artifact residual's PSD on the reference images (cached per artifact).
     /// With a baseline (photon noise), the residual is artifact minus baseline: the cue the model
     /// can learn.
-    pub fn artifact_psd(&self, artifact: &spec::ArtifactSpec) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    pub fn artifact_psd(
+        &self,
+        artifact: &spec::ArtifactSpec,
+    ) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
         let label = spec::artifact_label(artifact);
         let radial = spec::radial_psd(&self.study.psd)?;
-        if let Some((m, s)) = self.artifact_psd.lock().ok().and_then(|c| c.get(&label).cloned()) {
+        if let Some((m, s)) = self
+            .artifact_psd
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&label).cloned())
+        {
             let omega = radial.omega(self.study.patch_size, self.study.patch_size)?;
             return Ok((omega, m, s));
         }
@@ -238,7 +255,10 @@ impl Pipeline {
             degraded.push(a.apply(&img, s)?);
             clean.push(base);
         }
-        let curves = radial.residual(&ImageBatch::from_images(&degraded)?, &ImageBatch::from_images(&clean)?)?;
+        let curves = radial.residual(
+            &ImageBatch::from_images(&degraded)?,
+            &ImageBatch::from_images(&clean)?,
+        )?;
         if let Ok(mut c) = self.artifact_psd.lock() {
             c.insert(label, (curves.mean.clone(), curves.std.clone()));
         }
@@ -246,7 +266,12 @@ impl Pipeline {
     }
 
     fn read_record(&self, layout: &Layout, id: &str) -> Result<Option<PretrainRecord>> {
-        if let Some(r) = self.pretrain_records.lock().ok().and_then(|c| c.get(id).cloned()) {
+        if let Some(r) = self
+            .pretrain_records
+            .lock()
+            .ok()
+            .and_then(|c| c.get(id).cloned())
+        {
             return Ok(Some(r));
         }
         let path = layout.sidecar(id).with_extension("done.json");
@@ -264,13 +289,20 @@ impl Pipeline {
 
     fn source_set(&self, cfg: &PretrainConfig) -> Result<PatchSet> {
         let Pretraining::Scratch { data, max_patches } = &cfg.source.pretraining else {
-            return Err(Error::param("sources.pretraining", &cfg.source.name, "not a scratch source"));
+            return Err(Error::param(
+                "sources.pretraining",
+                &cfg.source.name,
+                "not a scratch source",
+            ));
         };
         let set = load_data(data, &self.study)?;
         let set = subsample(
             &set,
             *max_patches,
-            derive_seed(self.study.seed, &format!("source-subsample/{}", cfg.source.name)),
+            derive_seed(
+                self.study.seed,
+                &format!("source-subsample/{}", cfg.source.name),
+            ),
         );
         let edit = spec::to_edit(&cfg.edit)?;
         if spec::is_original(&cfg.edit) {
@@ -283,23 +315,39 @@ impl Pipeline {
                 .study
                 .sources
                 .iter()
-                .find(|s| s.name != cfg.source.name && matches!(s.pretraining, Pretraining::Scratch { .. }))
+                .find(|s| {
+                    s.name != cfg.source.name
+                        && matches!(s.pretraining, Pretraining::Scratch { .. })
+                })
                 .ok_or_else(|| {
-                    Error::param("sources.edits", edit.label(), "amplitude swap needs a second scratch source")
+                    Error::param(
+                        "sources.edits",
+                        edit.label(),
+                        "amplitude swap needs a second scratch source",
+                    )
                 })?;
             let Pretraining::Scratch { data, max_patches } = &other.pretraining else {
                 unreachable!("filtered to scratch sources above")
             };
             let o = load_data(data, &self.study)?;
-            Some(subsample(&o, *max_patches, derive_seed(self.study.seed, &format!("source-subsample/{}", other.name))))
+            Some(subsample(
+                &o,
+                *max_patches,
+                derive_seed(self.study.seed, &format!("source-subsample/{}", other.name)),
+            ))
         } else {
             None
         };
         edit_set(&set, &edit, reference.as_ref())
     }
 
-    fn pretrained_weights(&self, layout: &Layout, id: &str) -> Result<HashMap<String, candle_core::Tensor>> {
-        let (w, _) = crate::train::load_checkpoint(&layout.checkpoint(id), &candle_core::Device::Cpu)?;
+    fn pretrained_weights(
+        &self,
+        layout: &Layout,
+        id: &str,
+    ) -> Result<HashMap<String, candle_core::Tensor>> {
+        let (w, _) =
+            crate::train::load_checkpoint(&layout.checkpoint(id), &candle_core::Device::Cpu)?;
         Ok(w)
     }
 
@@ -327,7 +375,10 @@ impl Executor for Pipeline {
         config: &PretrainConfig,
     ) -> Result<PretrainOutcome> {
         if self.read_record(layout, id)?.is_some() {
-            return Ok(PretrainOutcome { cached: true, seconds: 0.0 });
+            return Ok(PretrainOutcome {
+                cached: true,
+                seconds: 0.0,
+            });
         }
         if let Pretraining::Registry { entry, .. } = &config.source.pretraining {
             return Err(Error::param(
@@ -341,7 +392,10 @@ impl Executor for Pipeline {
         let num_classes = set.num_classes();
         // Pre-training validation split: a seeded random fraction (for early stopping only).
         let mut idx: Vec<usize> = (0..set.len()).collect();
-        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(study.seed, "pretrain-val")));
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+            study.seed,
+            "pretrain-val",
+        )));
         let n_val = ((set.len() as f64) * study.pretrain.val_fraction).round() as usize;
         let (val_idx, train_idx) = idx.split_at(n_val);
         let (mut ti, mut vi) = (train_idx.to_vec(), val_idx.to_vec());
@@ -360,15 +414,18 @@ impl Executor for Pipeline {
         let psd = self.measure_pretrained_psd(&trained.model)?;
         let seconds = t.elapsed().as_secs_f64();
         // Checkpoint to a temporary name, then renamed; the record written last marks it whole.
-        std::fs::create_dir_all(layout.pretrained_dir()).map_err(|e| Error::io(layout.pretrained_dir(), e))?;
+        std::fs::create_dir_all(layout.pretrained_dir())
+            .map_err(|e| Error::io(layout.pretrained_dir(), e))?;
         let tmp = layout
             .pretrained_dir()
             .join(format!(".{id}.{}.tmp.safetensors", std::process::id()));
         trained.save_checkpoint(&tmp)?;
-        std::fs::rename(&tmp, layout.checkpoint(id)).map_err(|e| Error::io(layout.checkpoint(id), e))?;
+        std::fs::rename(&tmp, layout.checkpoint(id))
+            .map_err(|e| Error::io(layout.checkpoint(id), e))?;
         let tmp_side = crate::train::sidecar_path(&tmp);
         if tmp_side.is_file() {
-            std::fs::rename(&tmp_side, layout.sidecar(id)).map_err(|e| Error::io(layout.sidecar(id), e))?;
+            std::fs::rename(&tmp_side, layout.sidecar(id))
+                .map_err(|e| Error::io(layout.sidecar(id), e))?;
         }
         let rec = PretrainRecord {
             id: id.to_string(),
@@ -381,11 +438,17 @@ impl Executor for Pipeline {
             epochs: trained.history.len(),
         };
         let json = serde_json::to_string_pretty(&rec).map_err(|e| Error::Other(e.to_string()))?;
-        write_bytes_atomic(&layout.sidecar(id).with_extension("done.json"), json.as_bytes())?;
+        write_bytes_atomic(
+            &layout.sidecar(id).with_extension("done.json"),
+            json.as_bytes(),
+        )?;
         if let Ok(mut c) = self.pretrain_records.lock() {
             c.insert(id.to_string(), rec);
         }
-        Ok(PretrainOutcome { cached: false, seconds })
+        Ok(PretrainOutcome {
+            cached: false,
+            seconds,
+        })
     }
 
     fn execute(&self, study: &Study, layout: &Layout, run: &Run) -> Result<RunResult> {
@@ -401,7 +464,12 @@ impl Executor for Pipeline {
             .clone();
         let positive = study.target.positive_class;
         let artifact = spec::to_artifact(&run.artifact)?;
-        let deg = crate::degradation::Degradation::new(artifact, run.level, positive, run.degradation_seed())?;
+        let deg = crate::degradation::Degradation::new(
+            artifact,
+            run.level,
+            positive,
+            run.degradation_seed(),
+        )?;
         let (train, _) = deg.inject(&target.subset(&split.train))?;
         let (val, _) = deg.inject(&target.subset(&split.val))?;
         let tests = deg.test_sets(&target.subset(&split.test))?;
@@ -426,7 +494,8 @@ impl Executor for Pipeline {
             let scores = trained.predict_scores(set)?;
             crate::train::roc_auc(&scores, &set.labels, positive)
         };
-        let (auc_iid, auc_ood, auc_clean) = (auc(&tests.iid)?, auc(&tests.ood)?, auc(&tests.clean)?);
+        let (auc_iid, auc_ood, auc_clean) =
+            (auc(&tests.iid)?, auc(&tests.ood)?, auc(&tests.clean)?);
         let time_eval_s = t2.elapsed().as_secs_f64();
 
         let t3 = Instant::now();
@@ -473,7 +542,11 @@ impl Executor for Pipeline {
             alignment_pretrained,
             alignment_finetuned,
             epochs: trained.history.len() as u32,
-            best_val_loss: if best_val_loss.is_finite() { best_val_loss } else { f64::NAN },
+            best_val_loss: if best_val_loss.is_finite() {
+                best_val_loss
+            } else {
+                f64::NAN
+            },
             time_pretrain_s: rec.seconds,
             time_finetune_s,
             time_eval_s,
@@ -492,10 +565,17 @@ pub fn figure1_image(pipeline: &Pipeline) -> Result<(Image, String)> {
         .iter()
         .position(|&l| l == study.target.positive_class)
         .unwrap_or(0);
-    let class = t.class_names.get(t.labels[i] as usize).cloned().unwrap_or_default();
+    let class = t
+        .class_names
+        .get(t.labels[i] as usize)
+        .cloned()
+        .unwrap_or_default();
     Ok((
         t.image(i),
-        format!("a target patch ({}, class {class}): spectrum and radial PSD", t.name),
+        format!(
+            "a target patch ({}, class {class}): spectrum and radial PSD",
+            t.name
+        ),
     ))
 }
 
@@ -510,7 +590,11 @@ pub fn data_command(action: &str, out: &Path) -> Result<()> {
         }
         "show" => {
             let show = out.join("data");
-            for which in [EmbeddedSet::Natural, EmbeddedSet::Medical, EmbeddedSet::Target] {
+            for which in [
+                EmbeddedSet::Natural,
+                EmbeddedSet::Medical,
+                EmbeddedSet::Target,
+            ] {
                 let set = crate::data::load_embedded(which, &dir)?;
                 let path = show.join(format!("{}.png", which.stem()));
                 std::fs::create_dir_all(&show).map_err(|e| Error::io(&show, e))?;
@@ -520,7 +604,8 @@ pub fn data_command(action: &str, out: &Path) -> Result<()> {
         }
         "build" => {
             let cache = out.join("packages");
-            let report = crate::data::build_embedded(&cache, &dir, &crate::data::BuildConfig::default())?;
+            let report =
+                crate::data::build_embedded(&cache, &dir, &crate::data::BuildConfig::default())?;
             println!("{report:?}");
         }
         other => return Err(Error::param("data", other, "expected build, list or show")),

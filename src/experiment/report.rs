@@ -58,7 +58,9 @@ fn sources(results: &[RunResult]) -> Vec<String> {
 }
 
 fn pre_psd<'a>(results: &'a [RunResult], source: &str, edit: &str) -> Option<&'a RunResult> {
-    results.iter().find(|r| r.source == source && r.edit == edit)
+    results
+        .iter()
+        .find(|r| r.source == source && r.edit == edit)
 }
 
 /// Mean fold noise over the given (source, edit) pairs.
@@ -73,7 +75,8 @@ fn noise(results: &[RunResult], keys: &[(String, String)]) -> f64 {
 /// Claim 1: the pre-trained PSDs of the sources differ.
 pub fn claim_psd_differs(results: &[RunResult]) -> Claim {
     let srcs = sources(results);
-    let statement = "Gradient PSDs of models pre-trained on natural and on medical images differ.".into();
+    let statement =
+        "Gradient PSDs of models pre-trained on natural and on medical images differ.".into();
     let criterion = "PSD distance d (mean |Δ| over rings of the normalised curves) between the \
         pre-trained models of the first two sources exceeds the fold noise (mean d between two folds' \
         fine-tuned models of the same source at p = 0: the difference two identically trained \
@@ -98,8 +101,14 @@ pub fn claim_psd_differs(results: &[RunResult]) -> Claim {
         };
     };
     let d = psd_distance(&ra.psd_pretrained, &rb.psd_pretrained);
-    let nz = noise(results, &[(a.clone(), ORIGINAL.into()), (b.clone(), ORIGINAL.into())]);
-    let (ca, cb) = (centroid(&ra.omega, &ra.psd_pretrained), centroid(&rb.omega, &rb.psd_pretrained));
+    let nz = noise(
+        results,
+        &[(a.clone(), ORIGINAL.into()), (b.clone(), ORIGINAL.into())],
+    );
+    let (ca, cb) = (
+        centroid(&ra.omega, &ra.psd_pretrained),
+        centroid(&rb.omega, &rb.psd_pretrained),
+    );
     let verdict = if !(d.is_finite() && nz.is_finite()) {
         Verdict::Untestable
     } else if d > nz {
@@ -111,7 +120,11 @@ pub fn claim_psd_differs(results: &[RunResult]) -> Claim {
         statement,
         criterion,
         evidence: vec![
-            format!("d({a}, {b}) pre-trained = {}; fold noise = {}", f3(d), f3(nz)),
+            format!(
+                "d({a}, {b}) pre-trained = {}; fold noise = {}",
+                f3(d),
+                f3(nz)
+            ),
             format!(
                 "spectral centroid ω̄: {a} {}, {b} {} (higher = more weight on high frequencies)",
                 f3(ca),
@@ -140,20 +153,30 @@ pub fn claim_persists(results: &[RunResult]) -> Claim {
         };
     }
     let (a, b) = (&srcs[0], &srcs[1]);
-    let (fa, fb) = (clean_finetuned(results, a, ORIGINAL), clean_finetuned(results, b, ORIGINAL));
+    let (fa, fb) = (
+        clean_finetuned(results, a, ORIGINAL),
+        clean_finetuned(results, b, ORIGINAL),
+    );
     let mut between = Vec::new();
     let mut dc = Vec::new();
     for ra in &fa {
         if let Some(rb) = fb.iter().find(|r| r.fold == ra.fold) {
             between.push(psd_distance(&ra.psd_finetuned, &rb.psd_finetuned));
-            dc.push(centroid(&ra.omega, &ra.psd_finetuned) - centroid(&rb.omega, &rb.psd_finetuned));
+            dc.push(
+                centroid(&ra.omega, &ra.psd_finetuned) - centroid(&rb.omega, &rb.psd_finetuned),
+            );
         }
     }
     let (db, db_sd) = mean_sd(&between);
-    let nz = noise(results, &[(a.clone(), ORIGINAL.into()), (b.clone(), ORIGINAL.into())]);
+    let nz = noise(
+        results,
+        &[(a.clone(), ORIGINAL.into()), (b.clone(), ORIGINAL.into())],
+    );
     let (dcm, dcs) = mean_sd(&dc);
     let pre_dc = match (pre_psd(results, a, ORIGINAL), pre_psd(results, b, ORIGINAL)) {
-        (Some(x), Some(y)) => centroid(&x.omega, &x.psd_pretrained) - centroid(&y.omega, &y.psd_pretrained),
+        (Some(x), Some(y)) => {
+            centroid(&x.omega, &x.psd_pretrained) - centroid(&y.omega, &y.psd_pretrained)
+        }
         _ => f64::NAN,
     };
     let d_pre = match (pre_psd(results, a, ORIGINAL), pre_psd(results, b, ORIGINAL)) {
@@ -194,9 +217,10 @@ pub fn claim_persists(results: &[RunResult]) -> Claim {
 pub fn claim_overlap_loses(results: &[RunResult]) -> Claim {
     let srcs = sources(results);
     let artifacts = distinct(results.iter().map(|r| r.artifact.clone()));
-    let statement = "The model whose high-priority band overlaps the artifact's PSD loses the most \
+    let statement =
+        "The model whose high-priority band overlaps the artifact's PSD loses the most \
         O.O.D. AUC as degradation grows."
-        .into();
+            .into();
     let criterion = "Per artifact, among the unedited sources: the source with the highest alignment \
         (spectrum::alignment of its pre-trained PSD with the artifact-residual PSD) has the largest \
         O.O.D. loss (AUC at p = 0 minus the mean over p > 0, mean over folds). Supported when this \
@@ -227,21 +251,40 @@ pub fn claim_overlap_loses(results: &[RunResult]) -> Claim {
             let (m, sd) = mean_sd(&losses);
             rows.push((s.clone(), align, m, sd));
         }
-        let valid: Vec<_> = rows.iter().filter(|r| r.1.is_finite() && r.2.is_finite()).collect();
+        let valid: Vec<_> = rows
+            .iter()
+            .filter(|r| r.1.is_finite() && r.2.is_finite())
+            .collect();
         let line = rows
             .iter()
-            .map(|(s, al, m, sd)| format!("{s}: alignment {}, O.O.D. loss {} ± {}", f3(*al), f3(*m), f3(*sd)))
+            .map(|(s, al, m, sd)| {
+                format!(
+                    "{s}: alignment {}, O.O.D. loss {} ± {}",
+                    f3(*al),
+                    f3(*m),
+                    f3(*sd)
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ");
         if valid.len() >= 2 {
             tested += 1;
-            let most_aligned = valid.iter().max_by(|x, y| x.1.total_cmp(&y.1)).map(|r| &r.0);
-            let most_loss = valid.iter().max_by(|x, y| x.2.total_cmp(&y.2)).map(|r| &r.0);
+            let most_aligned = valid
+                .iter()
+                .max_by(|x, y| x.1.total_cmp(&y.1))
+                .map(|r| &r.0);
+            let most_loss = valid
+                .iter()
+                .max_by(|x, y| x.2.total_cmp(&y.2))
+                .map(|r| &r.0);
             let hit = most_aligned == most_loss;
             if hit {
                 hits += 1;
             }
-            evidence.push(format!("{a}: {line} → {}", if hit { "matches" } else { "does not match" }));
+            evidence.push(format!(
+                "{a}: {line} → {}",
+                if hit { "matches" } else { "does not match" }
+            ));
         } else {
             evidence.push(format!("{a}: {line} → not enough levels"));
         }
@@ -292,7 +335,10 @@ pub fn claim_editing(results: &[RunResult]) -> Claim {
             continue;
         };
         let d = psd_distance(&o.psd_pretrained, &x.psd_pretrained);
-        let nz = noise(results, &[(s.clone(), ORIGINAL.into()), (s.clone(), e.clone())]);
+        let nz = noise(
+            results,
+            &[(s.clone(), ORIGINAL.into()), (s.clone(), e.clone())],
+        );
         let shift = centroid(&x.omega, &x.psd_pretrained) - centroid(&o.omega, &o.psd_pretrained);
         let moved = d > nz;
         let mut changed = false;
@@ -325,7 +371,11 @@ pub fn claim_editing(results: &[RunResult]) -> Claim {
             f3(d),
             f3(nz),
             f3(shift),
-            if parts.is_empty() { "no paired folds".into() } else { parts.join(", ") }
+            if parts.is_empty() {
+                "no paired folds".into()
+            } else {
+                parts.join(", ")
+            }
         ));
     }
     let verdict = if !tested {

@@ -104,9 +104,18 @@ pub fn to_frame(results: &[RunResult]) -> Result<DataFrame> {
         col!("auc_ood", |r| r.auc_ood),
         col!("auc_clean", |r| r.auc_clean),
         list_column("omega", results.iter().map(|r| r.omega.clone())),
-        list_column("psd_pretrained", results.iter().map(|r| r.psd_pretrained.clone())),
-        list_column("psd_finetuned", results.iter().map(|r| r.psd_finetuned.clone())),
-        list_column("psd_artifact", results.iter().map(|r| r.psd_artifact.clone())),
+        list_column(
+            "psd_pretrained",
+            results.iter().map(|r| r.psd_pretrained.clone()),
+        ),
+        list_column(
+            "psd_finetuned",
+            results.iter().map(|r| r.psd_finetuned.clone()),
+        ),
+        list_column(
+            "psd_artifact",
+            results.iter().map(|r| r.psd_artifact.clone()),
+        ),
         col!("alignment_pretrained", |r| r.alignment_pretrained),
         col!("alignment_finetuned", |r| r.alignment_finetuned),
         col!("epochs", |r| r.epochs),
@@ -343,7 +352,8 @@ impl Layout {
         self.root.join("pretrained")
     }
     pub fn checkpoint(&self, pretrain_id: &str) -> PathBuf {
-        self.pretrained_dir().join(format!("{pretrain_id}.safetensors"))
+        self.pretrained_dir()
+            .join(format!("{pretrain_id}.safetensors"))
     }
     pub fn sidecar(&self, pretrain_id: &str) -> PathBuf {
         self.pretrained_dir().join(format!("{pretrain_id}.json"))

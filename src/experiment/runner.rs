@@ -43,12 +43,35 @@ pub struct PretrainOutcome {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// The runs this invocation will execute and the pre-trainings it needs.
-    Plan { runs: usize, done: usize, pretrain: usize },
-    PretrainStarted { id: String, source: String, edit: String },
-    PretrainFinished { id: String, cached: bool, seconds: f64 },
-    RunStarted { index: usize, id: String },
-    RunFinished { index: usize, id: String, seconds: f64 },
-    RunFailed { index: usize, id: String, error: String },
+    Plan {
+        runs: usize,
+        done: usize,
+        pretrain: usize,
+    },
+    PretrainStarted {
+        id: String,
+        source: String,
+        edit: String,
+    },
+    PretrainFinished {
+        id: String,
+        cached: bool,
+        seconds: f64,
+    },
+    RunStarted {
+        index: usize,
+        id: String,
+    },
+    RunFinished {
+        index: usize,
+        id: String,
+        seconds: f64,
+    },
+    RunFailed {
+        index: usize,
+        id: String,
+        error: String,
+    },
 }
 
 /// What an invocation did.
@@ -93,7 +116,11 @@ impl<'a> Runner<'a> {
             Error::param(
                 "index",
                 index,
-                format!("the grid has {} runs (0..{})", self.runs.len(), self.runs.len()),
+                format!(
+                    "the grid has {} runs (0..{})",
+                    self.runs.len(),
+                    self.runs.len()
+                ),
             )
         })
     }
@@ -124,7 +151,12 @@ impl<'a> Runner<'a> {
         Ok(n)
     }
 
-    fn execute_one(&self, run: &Run, exec: &dyn Executor, on: &(dyn Fn(Event) + Sync)) -> Result<f64> {
+    fn execute_one(
+        &self,
+        run: &Run,
+        exec: &dyn Executor,
+        on: &(dyn Fn(Event) + Sync),
+    ) -> Result<f64> {
         on(Event::RunStarted {
             index: run.index,
             id: run.id.clone(),

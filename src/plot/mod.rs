@@ -150,7 +150,11 @@ fn viridis(t: f64) -> RGBColor {
         (160, 219, 57),
         (254, 232, 37),
     ];
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let s = t * (STOPS.len() - 1) as f64;
     let i = (s.floor() as usize).min(STOPS.len() - 2);
     let f = s - i as f64;
@@ -225,9 +229,17 @@ impl LinePanel {
             let c = colour(s.colour);
             if let Some(sd) = &s.sd {
                 let mut poly: Vec<(f64, f64)> =
-                    s.x.iter().zip(&s.y).zip(sd).map(|((&x, &y), &d)| (x, y + d)).collect();
+                    s.x.iter()
+                        .zip(&s.y)
+                        .zip(sd)
+                        .map(|((&x, &y), &d)| (x, y + d))
+                        .collect();
                 poly.extend(
-                    s.x.iter().zip(&s.y).zip(sd).rev().map(|((&x, &y), &d)| (x, y - d)),
+                    s.x.iter()
+                        .zip(&s.y)
+                        .zip(sd)
+                        .rev()
+                        .map(|((&x, &y), &d)| (x, y - d)),
                 );
                 chart
                     .draw_series(std::iter::once(Polygon::new(poly, c.mix(0.18).filled())))
@@ -328,8 +340,7 @@ impl HeatmapPanel {
         let (plot, bar) = area.split_horizontally((area.dim_in_pixel().0 as f64 * 0.80) as i32);
         let nx = self.x.len().max(1);
         let ny = self.values.len().max(1);
-        let (lo, hi) =
-            finite_range(self.values.iter().flatten().copied()).unwrap_or((0.0, 1.0));
+        let (lo, hi) = finite_range(self.values.iter().flatten().copied()).unwrap_or((0.0, 1.0));
         let dx = if nx > 1 {
             (self.x[nx - 1] - self.x[0]) / (nx - 1) as f64
         } else {
@@ -370,7 +381,10 @@ impl HeatmapPanel {
                 let xc = self.x.get(c).copied().unwrap_or(c as f64);
                 let t = (v - lo) / (hi - lo);
                 Rectangle::new(
-                    [(xc - dx / 2.0, r as f64 - 0.5), (xc + dx / 2.0, r as f64 + 0.5)],
+                    [
+                        (xc - dx / 2.0, r as f64 - 0.5),
+                        (xc + dx / 2.0, r as f64 + 0.5),
+                    ],
                     viridis(t).filled(),
                 )
             })
@@ -397,7 +411,10 @@ impl HeatmapPanel {
         cb.draw_series((0..steps).map(|i| {
             let a = lo + (hi - lo) * i as f64 / steps as f64;
             let b = lo + (hi - lo) * (i + 1) as f64 / steps as f64;
-            Rectangle::new([(0.0, a), (1.0, b)], viridis(i as f64 / (steps - 1) as f64).filled())
+            Rectangle::new(
+                [(0.0, a), (1.0, b)],
+                viridis(i as f64 / (steps - 1) as f64).filled(),
+            )
         }))
         .map_err(draw_err)?;
         Ok(())
@@ -524,7 +541,8 @@ impl Figure {
         }
         let mut out = String::new();
         {
-            let root = SVGBackend::with_string(&mut out, (self.width, self.height)).into_drawing_area();
+            let root =
+                SVGBackend::with_string(&mut out, (self.width, self.height)).into_drawing_area();
             self.draw(root)?;
         }
         Ok(out)
@@ -583,12 +601,24 @@ pub fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
         out.push(A[(n >> 18) as usize & 63] as char);
         out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { A[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            A[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -682,6 +712,10 @@ mod tests {
     fn too_many_panels_is_an_error() {
         let mut f = demo();
         f.cols = 1;
-        assert!(f.to_png().unwrap_err().to_string().contains("figure.panels"));
+        assert!(f
+            .to_png()
+            .unwrap_err()
+            .to_string()
+            .contains("figure.panels"));
     }
 }

@@ -6,8 +6,8 @@ use spectral_transfer::experiment::results::RunResult;
 use spectral_transfer::experiment::Study;
 
 pub fn study() -> Study {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/presets/quick.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/presets/quick.toml"))
+        .unwrap();
     Study::from_toml(&text).unwrap()
 }
 
@@ -36,7 +36,10 @@ pub fn fake_result(run: &Run) -> RunResult {
         auc_clean: 0.85,
         psd_pretrained: omega.iter().map(|w| (-w * (1.0 + h)).exp()).collect(),
         psd_finetuned: omega.iter().map(|w| (-w * 2.0 * (1.0 + h)).exp()).collect(),
-        psd_artifact: omega.iter().map(|w| if (*w - 0.5).abs() < 0.05 { 1.0 } else { 0.0 }).collect(),
+        psd_artifact: omega
+            .iter()
+            .map(|w| if (*w - 0.5).abs() < 0.05 { 1.0 } else { 0.0 })
+            .collect(),
         omega,
         alignment_pretrained: h,
         alignment_finetuned: h / 2.0,
@@ -49,4 +52,3 @@ pub fn fake_result(run: &Run) -> RunResult {
         time_total_s: 1.3,
     }
 }
-
