@@ -42,12 +42,15 @@ pub struct PretrainRecord {
     pub epochs: usize,
 }
 
+/// A PSD's mean and SD curves.
+type MeanSd = (Vec<f64>, Vec<f64>);
+
 /// The pipeline of a study, with its shared, lazily built inputs.
 pub struct Pipeline {
     study: Study,
     target: OnceLock<PatchSet>,
     folds: OnceLock<Vec<crate::folds::FoldSplit>>,
-    artifact_psd: Mutex<HashMap<String, (Vec<f64>, Vec<f64>)>>,
+    artifact_psd: Mutex<HashMap<String, MeanSd>>,
     pretrain_records: Mutex<HashMap<String, PretrainRecord>>,
 }
 

@@ -174,13 +174,13 @@ fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
         lo = lo.min(v);
         hi = hi.max(v);
     }
-    (lo <= hi).then(|| {
-        if hi - lo < 1e-12 {
-            (lo - 0.5, hi + 0.5)
-        } else {
-            (lo, hi)
-        }
-    })
+    if lo > hi {
+        None
+    } else if hi - lo < 1e-12 {
+        Some((lo - 0.5, hi + 0.5))
+    } else {
+        Some((lo, hi))
+    }
 }
 
 impl LinePanel {
