@@ -1,1 +1,0 @@
-//! experiment (to be written)

@@ -1,1 +1,0 @@
-//! plot (to be written)
