@@ -62,7 +62,8 @@ enum Command {
         /// The quick preset (minutes; what the test suite runs).
         #[arg(long)]
         quick: bool,
-        #[arg(long, default_value_t = 1)]
+        /// Two at once fills 2 cores better than one (a small model leaves candle's pool idle).
+        #[arg(long, default_value_t = 2)]
         jobs: usize,
     },
     /// The embedded data sets.
