@@ -719,7 +719,13 @@ mod tests {
                 continue;
             }
             let g = g.unwrap_or_else(|| panic!("no gradient for {name}"));
-            let s = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let s = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(s > 0.0 && s.is_finite(), "{name}: |grad| sum {s}");
         }
     }
