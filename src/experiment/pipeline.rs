@@ -445,6 +445,11 @@ impl Executor for Pipeline {
             &layout.sidecar(id).with_extension("done.json"),
             json.as_bytes(),
         )?;
+        // Cache what a later process will read back, not the in-memory floats: serde_json's
+        // float parsing is not exactly round-trip (no `float_roundtrip` feature), and a resumed
+        // study must give the table of an uninterrupted one bit for bit.
+        let rec: PretrainRecord =
+            serde_json::from_str(&json).map_err(|e| Error::Other(e.to_string()))?;
         if let Ok(mut c) = self.pretrain_records.lock() {
             c.insert(id.to_string(), rec);
         }
