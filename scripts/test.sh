@@ -14,6 +14,13 @@ SPECTRAL_PACKAGE_CACHE="${SPECTRAL_PACKAGE_CACHE:-$PWD/target/package-cache}"
 export SPECTRAL_PACKAGE_CACHE
 scripts/fetch-packages.sh "$SPECTRAL_PACKAGE_CACHE"
 
+step "notebook kernel: installing in the background (log: target/install-notebook-kernel.log)"
+# A cold install of evcxr_jupyter is ~15 min of compiling; run beside the crate's own cold build
+# so that each fills the other's single-crate stretches on 2 cores.
+mkdir -p target
+scripts/install-notebook-kernel.sh > target/install-notebook-kernel.log 2>&1 &
+kernel_pid=$!
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -23,8 +30,13 @@ cargo clippy --all-targets -- -D warnings
 step "cargo test"
 cargo test
 
-step "notebooks: install the evcxr kernel (skipped when present), then execute all six"
-scripts/install-notebook-kernel.sh
+step "notebooks: wait for the kernel install, then execute all six"
+if ! wait "$kernel_pid"; then
+  cat target/install-notebook-kernel.log
+  echo "installing the notebook kernel failed" >&2
+  exit 1
+fi
+tail -n 5 target/install-notebook-kernel.log
 scripts/run-notebooks.sh
 
 step "all checks passed in $(( $(date +%s) - t0 )) s"
