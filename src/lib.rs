@@ -12,11 +12,13 @@
 //! - [`edit`]: spectral editing of the source data;
 //! - [`data`], [`folds`], [`degradation`]: the patch sets, the cross-validation and the
 //!   injection protocol;
+//! - [`baseline`]: logistic regression on patch statistics, the floor a network must beat;
 //! - [`model`], [`kernels`], [`source`], [`train`], [`gradient`]: ResNets in candle, the registry
 //!   of pre-training sources, training, and the model's input-gradient PSD;
 //! - [`experiment`], [`plot`]: the study grid, its results table and the paper's figures.
 
 pub mod artifact;
+pub mod baseline;
 pub mod data;
 pub mod degradation;
 pub mod edit;

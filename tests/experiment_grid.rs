@@ -93,7 +93,7 @@ fn bad_studies_name_the_field() {
             "levels",
         ),
         ("folds = 5", "folds = 1", "folds"),
-        ("base_width = 8", "base_width = 0", "model.base_width"),
+        ("base_width = 4", "base_width = 0", "model.base_width"),
         ("arch = \"resnet18\"", "arch = \"vgg\"", "model.arch"),
         ("name = \"medical\"", "name = \"natural\"", "sources.name"),
         (
