@@ -97,7 +97,7 @@ fn bad_studies_name_the_field() {
         ("arch = \"resnet18\"", "arch = \"vgg\"", "model.arch"),
         ("name = \"medical\"", "name = \"natural\"", "sources.name"),
         (
-            "max_patches = 1200",
+            "max_patches = 600",
             "max_patches = 0",
             "target.max_patches",
         ),
