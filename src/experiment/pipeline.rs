@@ -593,7 +593,27 @@ pub fn data_command(action: &str, out: &Path) -> Result<()> {
     match action {
         "list" => {
             for s in crate::data::list_embedded(&dir)? {
-                println!("{s:?}");
+                if !s.available {
+                    let how = if s.committed {
+                        "missing"
+                    } else {
+                        "set-up only, not built"
+                    };
+                    println!("{:?}: {how} ({})", s.set, s.safetensors.display());
+                    continue;
+                }
+                let classes: Vec<String> =
+                    s.classes.iter().map(|(n, c)| format!("{n} {c}")).collect();
+                println!(
+                    "{:?}: {} patches of {} x {} px, {} groups, {:.1} MB; classes: {}",
+                    s.set,
+                    s.count,
+                    s.height,
+                    s.width,
+                    s.groups,
+                    s.bytes_on_disk as f64 / 1e6,
+                    classes.join(", ")
+                );
             }
         }
         "show" => {
