@@ -132,28 +132,6 @@ fn model_spec(cfg: &crate::model::ResNetConfig) -> crate::train::ModelSpec {
     }
 }
 
-/// Every image of `set` through `edit` (for amplitude swap, with the mean amplitude spectrum
-/// of `reference`).
-fn edit_set(
-    set: &PatchSet,
-    edit: &crate::edit::SourceEdit,
-    reference: Option<&PatchSet>,
-) -> Result<PatchSet> {
-    let amp = match reference {
-        Some(r) => {
-            let imgs: Vec<Image> = (0..r.len()).map(|i| r.image(i)).collect();
-            Some(crate::edit::mean_amplitude_spectrum(&imgs)?)
-        }
-        None => None,
-    };
-    let mut out = set.clone();
-    for i in 0..set.len() {
-        let e = edit.apply(&set.image(i), amp.as_ref())?;
-        out.set_image(i, &e)?;
-    }
-    Ok(out)
-}
-
 fn first_n(set: &PatchSet, n: usize) -> PatchSet {
     let idx: Vec<usize> = (0..set.len().min(n)).collect();
     set.subset(&idx)
@@ -341,7 +319,7 @@ impl Pipeline {
         } else {
             None
         };
-        edit_set(&set, &edit, reference.as_ref())
+        crate::data::edit_set(&set, &edit, reference.as_ref())
     }
 
     fn pretrained_weights(
