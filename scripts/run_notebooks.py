@@ -191,6 +191,56 @@ def strip(nb) -> None:
             c.get("metadata", {}).pop("execution", None)
 
 
+BARRIER = "spectral-transfer-runner-barrier"
+
+
+def collect_late_stderr(client, n: int, timeout: int) -> str:
+    """Stderr text that the cell just run wrote but evcxr forwarded after its execute reply.
+
+    evcxr_jupyter forwards the child process's stderr on a thread of its own, parented to the
+    latest execute request (core.rs, `pass_output_line`), and replies to a cell as soon as the
+    child reports completion on stdout. A `?` error printed at the end of a cell can therefore
+    reach iopub after the reply, parented to the finished cell, where nbclient no longer looks:
+    on a loaded CI machine the runner saw such a notebook as passing. The barrier is a second,
+    hidden execution that prints a marker on the same stderr pipe; the pipe keeps order, so every
+    stream line seen before the marker belongs to the cell before it. Costs one trivial cell
+    compile (a fraction of a second) per cell.
+    """
+    from nbclient.exceptions import DeadKernelError
+    from nbclient.util import run_sync
+
+    marker = f"{BARRIER} {n}"
+
+    async def drain() -> str:
+        msg_id = client.kc.execute(f'eprintln!("{marker}");', store_history=False)
+        lines: list[str] = []
+        seen_marker = idle = False
+        deadline = time.monotonic() + timeout
+        while not (seen_marker and idle):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadKernelError(f"no reply to the runner's barrier within {timeout} s")
+            try:
+                msg = await client.kc.iopub_channel.get_msg(timeout=min(left, 5.0))
+            except Exception:  # queue.Empty: check that the kernel lives, then wait on
+                if not await client.km.is_alive():
+                    raise DeadKernelError("kernel died") from None
+                continue
+            kind = msg["header"]["msg_type"]
+            parent = msg.get("parent_header", {}).get("msg_id")
+            if kind == "stream":
+                for line in msg["content"].get("text", "").splitlines(keepends=True):
+                    if line.strip() == marker:
+                        seen_marker = True
+                    elif not seen_marker and msg["content"].get("name") == "stderr":
+                        lines.append(line)
+            elif kind == "status" and parent == msg_id and msg["content"].get("execution_state") == "idle":
+                idle = True
+        return "".join(lines)
+
+    return run_sync(drain)()
+
+
 def run_notebook(path: Path, out_dir: Path, timeout: int, dep_timeout: int, kernel: str, log) -> NotebookResult:
     import nbformat
     from nbclient import NotebookClient
@@ -233,6 +283,15 @@ def run_notebook(path: Path, out_dir: Path, timeout: int, dep_timeout: int, kern
                 except DeadKernelError as e:
                     res.problems.append(CellProblem(i, "kernel died", str(e)))
                     break
+                try:
+                    late = collect_late_stderr(client, n, timeout)
+                except DeadKernelError as e:
+                    res.problems.append(CellProblem(i, "kernel died", str(e)))
+                    break
+                if late:
+                    cell.setdefault("outputs", []).append(
+                        nbformat.v4.new_output("stream", name="stderr", text=late)
+                    )
                 res.cells_run += 1
                 problems = inspect_outputs(i, cell.get("outputs", []))
                 res.images += count_images(cell.get("outputs", []))

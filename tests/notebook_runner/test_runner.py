@@ -108,6 +108,10 @@ class OnTheKernel(unittest.TestCase):
     def test_question_mark_error_fails(self):
         self.assert_fails_at("question_mark.ipynb", 3, "stderr", "invalid digit")
 
+    def test_late_stderr_fails(self):
+        # written after the cell's execute reply, in the notebook's last cell: only the barrier sees it
+        self.assert_fails_at("late_stderr.ipynb", 3, "stderr", "late failure")
+
     def test_closing_line_counts_all(self):
         rc, text, _ = self.run_runner("good.ipynb", "question_mark.ipynb")
         self.assertEqual(rc, 1)
