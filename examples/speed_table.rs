@@ -6,106 +6,16 @@
 //! RAYON_NUM_THREADS=2 cargo run --release --example speed_table -- --json /tmp/candle.json \
 //!     [--reps 5] [--stock-reps 1 --stock-warmup 0] [--only conv/r18_64] [--mode both|fast|stock]
 //! ```
-//! Workload names: `conv/<net>_<px>/{fwd,dx,dxdw}`: every convolution of ResNet-18/-50 at that
-//! input size, each on its own random batch-16 input, summed over the layers.
+//! The workloads (`conv/<net>_<px>/{fwd,dx,dxdw}`, `model/<net>_<px>/{fwd,dx,train}`) are
+//! defined in `spectral_transfer::bench`, which the criterion benches share.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var};
-use spectral_transfer::kernels::conv::{conv2d, set_fast_cpu, without_weight_grads};
-
-const BATCH: usize = 16;
-
-fn out_size(h: usize, k: usize, s: usize, p: usize) -> usize {
-    (h + 2 * p - k) / s + 1
-}
-
-/// (c_in, c_out, k, stride, pad, h_in) of every convolution of the net (torchvision layout).
-/// Keep in step with conv_shapes() in scripts/bench_torch.py.
-fn conv_shapes(net: &str, px: usize) -> Vec<(usize, usize, usize, usize, usize, usize)> {
-    let mut convs = vec![(3, 64, 7, 2, 3, px)];
-    let mut h = out_size(out_size(px, 7, 2, 3), 3, 2, 1);
-    let mut c = 64;
-    let r18 = net == "r18";
-    let blocks: [usize; 4] = if r18 { [2, 2, 2, 2] } else { [3, 4, 6, 3] };
-    for (stage, (&width, &n)) in [64usize, 128, 256, 512].iter().zip(&blocks).enumerate() {
-        for b in 0..n {
-            let s = if stage > 0 && b == 0 { 2 } else { 1 };
-            let ho = out_size(h, 3, s, 1);
-            let c_out = if r18 {
-                convs.push((c, width, 3, s, 1, h));
-                convs.push((width, width, 3, 1, 1, ho));
-                width
-            } else {
-                convs.push((c, width, 1, 1, 0, h));
-                convs.push((width, width, 3, s, 1, h));
-                convs.push((width, 4 * width, 1, 1, 0, ho));
-                4 * width
-            };
-            if s != 1 || c != c_out {
-                convs.push((c, c_out, 1, s, 0, h));
-            }
-            c = c_out;
-            h = ho;
-        }
-    }
-    convs
-}
-
-struct Layer {
-    x: Var,
-    w: Var,
-    stride: usize,
-    pad: usize,
-    up: Tensor,
-}
-
-fn conv_layers(net: &str, px: usize) -> candle_core::Result<Vec<Layer>> {
-    let dev = Device::Cpu;
-    conv_shapes(net, px)
-        .into_iter()
-        .map(|(ci, co, k, s, p, h)| {
-            let ho = out_size(h, k, s, p);
-            Ok(Layer {
-                x: Var::from_tensor(&Tensor::randn(0f32, 1.0, (BATCH, ci, h, h), &dev)?)?,
-                w: Var::from_tensor(&Tensor::randn(0f32, 0.05, (co, ci, k, k), &dev)?)?,
-                stride: s,
-                pad: p,
-                up: Tensor::randn(0f32, 1.0, (BATCH, co, ho, ho), &dev)?,
-            })
-        })
-        .collect()
-}
-
-fn run_conv(layers: &[Layer], kind: &str) -> anyhow::Result<()> {
-    for l in layers {
-        match kind {
-            "fwd" => {
-                let y = conv2d(
-                    &l.x.as_tensor().detach(),
-                    &l.w.as_tensor().detach(),
-                    l.stride,
-                    l.pad,
-                )?;
-                std::hint::black_box(y);
-            }
-            // As in an input-gradient pass of a model: weights are variables, only dx is wanted.
-            "dx" => {
-                let g = without_weight_grads(|| -> anyhow::Result<_> {
-                    let y = conv2d(l.x.as_tensor(), l.w.as_tensor(), l.stride, l.pad)?;
-                    Ok((y * &l.up)?.sum_all()?.backward()?)
-                })?;
-                std::hint::black_box(g);
-            }
-            _ => {
-                let y = conv2d(l.x.as_tensor(), l.w.as_tensor(), l.stride, l.pad)?;
-                std::hint::black_box((y * &l.up)?.sum_all()?.backward()?);
-            }
-        }
-    }
-    Ok(())
-}
+use spectral_transfer::bench::{
+    conv_layers, model_workload, run_conv, run_model, BATCH, MODEL_WORKLOADS,
+};
+use spectral_transfer::kernels::conv::set_fast_cpu;
 
 fn median_secs(
     warmup: usize,
@@ -152,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             workloads.push(format!("conv/{net}/{kind}"));
         }
     }
+    workloads.extend(MODEL_WORKLOADS.iter().map(|w| w.to_string()));
     let modes: Vec<&str> = match mode.as_str() {
         "both" => vec!["stock", "fast"],
         m => vec![if m == "stock" { "stock" } else { "fast" }],
@@ -161,7 +72,12 @@ fn main() -> anyhow::Result<()> {
         let parts: Vec<&str> = name.split('/').collect();
         let (net, px) = parts[1].split_once('_').unwrap_or(("r18", "64"));
         let px: usize = px.parse()?;
-        let layers = conv_layers(net, px)?;
+        let is_model = parts[0] == "model";
+        let layers = if is_model {
+            Vec::new()
+        } else {
+            conv_layers(net, px)?
+        };
         for &m in &modes {
             set_fast_cpu(m == "fast");
             let (w, r) = if m == "fast" {
@@ -169,7 +85,12 @@ fn main() -> anyhow::Result<()> {
             } else {
                 (stock_warmup, stock_reps)
             };
-            let t = median_secs(w, r, || run_conv(&layers, parts[2]))?;
+            let t = if is_model {
+                let mut work = model_workload(net, px)?;
+                median_secs(w, r, || Ok(run_model(&mut work, parts[2])?))?
+            } else {
+                median_secs(w, r, || Ok(run_conv(&layers, parts[2])?))?
+            };
             println!(
                 "{m:5} {name:24} {t:8.4} s/it {:8.1} img/s",
                 BATCH as f64 / t

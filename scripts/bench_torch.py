@@ -9,7 +9,8 @@ Times, with `torch.set_num_threads(THREADS)` (default 2) and batch 16, the same 
   weight gradient), summed over the layers: `conv/<net>_<px>/<pass>`;
 * whole models (torchvision-style ResNet written out below, 2 classes, 3 channels):
   `model/<net>_<px>/{fwd,dx,train}` (eval forward; eval forward + input gradient of the summed
-  log-softmax at the label; train-mode step with cross-entropy and AdamW).
+  log-softmax at the label; train-mode step with cross-entropy and AdamW); `s4_32` is the
+  embedded study's own network (ResNet-18, base width 4, 1 channel, small-input stem, 32 px).
 
 Prints img/s (median of --reps runs after a warm-up) and, if a candle JSON from
 `cargo run --release --example speed_table -- --json FILE` is given with --candle, the
@@ -111,12 +112,20 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, net, classes=2):
+    """torchvision's ResNet-18/50; `width`, `cin` and `small` (3x3 stride-1 stem, no max-pool: the
+    study's narrow model, model::ResNetConfig::small_input) cover the embedded study's network."""
+
+    def __init__(self, net, classes=2, width=64, cin=3, small=False):
         super().__init__()
-        block, layers = (Basic, [2, 2, 2, 2]) if net == "r18" else (Bottleneck, [3, 4, 6, 3])
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
-        mods, c = [], 64
-        for stage, (w, n) in enumerate(zip([64, 128, 256, 512], layers)):
+        block, layers = (Basic, [2, 2, 2, 2]) if net in ("r18", "s4") else (Bottleneck, [3, 4, 6, 3])
+        if small:
+            self.stem = nn.Sequential(nn.Conv2d(cin, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(cin, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+            )
+        mods, c = [], width
+        for stage, (w, n) in enumerate(zip([width, 2 * width, 4 * width, 8 * width], layers)):
             for b in range(n):
                 mods.append(block(c, w, 2 if (stage > 0 and b == 0) else 1))
                 c = w * block.expansion
@@ -125,6 +134,13 @@ class ResNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.body(self.stem(x)).mean((2, 3)))
+
+
+def build_model(net):
+    """`r18`, `r50`: torchvision; `s4`: the embedded study's ResNet-18 (width 4, 1 channel, small stem)."""
+    if net == "s4":
+        return ResNet("r18", width=4, cin=1, small=True), 1
+    return ResNet(net), 3
 
 
 # ---- workloads -----------------------------------------------------------------------------------
@@ -155,8 +171,8 @@ def conv_workload(net, px, kind):
 
 def model_workload(net, px, kind):
     torch.manual_seed(0)
-    model = ResNet(net)
-    x = torch.randn(BATCH, 3, px, px)
+    model, cin = build_model(net)
+    x = torch.randn(BATCH, cin, px, px)
     labels = torch.randint(0, 2, (BATCH,))
     if kind == "fwd":
         model.eval()
@@ -206,6 +222,9 @@ WORKLOADS = [
     "model/r18_224/dx",
     "model/r50_224/dx",
     "model/r50_224/train",
+    "model/s4_32/fwd",
+    "model/s4_32/dx",
+    "model/s4_32/train",
 ]
 
 

@@ -19,6 +19,7 @@
 
 pub mod artifact;
 pub mod baseline;
+pub mod bench;
 pub mod data;
 pub mod degradation;
 pub mod edit;

@@ -298,13 +298,10 @@ impl Block {
         let mut h = x.clone();
         let last = self.convs.len() - 1;
         for (i, (conv, norm)) in self.convs.iter().enumerate() {
-            h = norm.forward_t(&conv.forward(&h)?, train)?;
-            if i != last {
-                h = h.relu()?;
-            }
+            h = kernels::batch_norm(norm, &conv.forward(&h)?, train, i != last)?;
         }
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward_t(&d.conv.forward(x)?, train)?,
+            Some(d) => kernels::batch_norm(&d.bn, &d.conv.forward(x)?, train, false)?,
             None => x.clone(),
         };
         Ok((h + identity)?.relu()?)
@@ -429,10 +426,7 @@ impl ResNet {
     /// Backbone features after the global average pool: (N, C, H, W) -> (N, feature_dim).
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.adapt_input(x)?;
-        let mut h = self
-            .bn1
-            .forward_t(&self.conv1.forward(&x)?, train)?
-            .relu()?;
+        let mut h = kernels::batch_norm(&self.bn1, &self.conv1.forward(&x)?, train, true)?;
         if !self.cfg.small_input {
             h = kernels::max_pool2d(&h, 3, 2, 1)?;
         }

@@ -62,7 +62,7 @@ pub fn without_weight_grads<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-fn weight_grads_enabled() -> bool {
+pub(crate) fn weight_grads_enabled() -> bool {
     WEIGHT_GRADS.with(|c| c.get())
 }
 

@@ -3,10 +3,14 @@
 //! and compared with stock candle (issue: CPU speed).
 //!
 //! - [`conv`]: 2-D convolution (stock candle, or the fast CPU path);
-//! - [`pool`]: max and average pooling with a correct backward for any kernel/stride.
+//! - [`pool`]: max and average pooling with a correct backward for any kernel/stride;
+//! - [`batch_norm`]: BatchNorm, fused with the following ReLU (stock candle-nn, or the fast
+//!   CPU path).
 
+pub mod batch_norm;
 pub mod conv;
 pub mod pool;
 
+pub use batch_norm::batch_norm;
 pub use conv::{conv2d, fast_cpu, set_fast_cpu, without_weight_grads};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};

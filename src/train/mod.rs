@@ -44,7 +44,7 @@ pub use checkpoint::{
     CheckpointMeta, CHECKPOINT_FORMAT,
 };
 pub use init::{seeded_var_builder, SeededDropout};
-pub use optim::{OptimizerKind, Schedule};
+pub use optim::{Adam, OptimizerKind, Schedule};
 pub use resnet::{
     finetune, finetune_trained, predict_scores, predict_scores_normalised, pretrain, pretrain_val,
     HEAD_PREFIX,

@@ -57,8 +57,9 @@ struct Slot {
     v: Tensor,
 }
 
-/// Adam / AdamW state for a list of variables (kept in the given order).
-pub(crate) struct Adam {
+/// Adam / AdamW state for a list of variables (kept in the given order): the optimiser of every
+/// training run ([`crate::train::fit`]); public so that benchmarks time the same update.
+pub struct Adam {
     slots: Vec<Slot>,
     kind: OptimizerKind,
     weight_decay: f64,
@@ -70,7 +71,8 @@ const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 
 impl Adam {
-    pub(crate) fn new(vars: Vec<Var>, kind: OptimizerKind, weight_decay: f64) -> Result<Self> {
+    /// Zeroed moments for every float variable of `vars` (integer ones are skipped).
+    pub fn new(vars: Vec<Var>, kind: OptimizerKind, weight_decay: f64) -> Result<Self> {
         let slots = vars
             .into_iter()
             .filter(|v| v.dtype().is_float())
@@ -90,7 +92,7 @@ impl Adam {
 
     /// One update with learning rate `lr`. Variables without a gradient (BatchNorm running
     /// statistics, frozen parts) are left alone, moments included.
-    pub(crate) fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.t += 1;
         let bc1 = 1.0 - BETA1.powi(self.t);
         let bc2 = 1.0 - BETA2.powi(self.t);
