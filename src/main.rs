@@ -268,6 +268,7 @@ fn report(
     layout: &Layout,
     figures: Vec<String>,
     wall: Option<f64>,
+    peak_rss_mib: Option<f64>,
 ) -> Result<Vec<experiment::report::Claim>> {
     let rows = results::from_frame(&results::read_parquet(&layout.table())?)?;
     let total = experiment::expand(study)?.len();
@@ -276,7 +277,7 @@ fn report(
         runs_done: rows.len(),
         runs_total: total,
         wall_time_s: wall,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib,
         figures,
     };
     let md = experiment::report::to_markdown(&rows, &info);
@@ -349,7 +350,8 @@ fn main() -> Result<()> {
         Command::Report => {
             let study = load_study(&cli.preset)?;
             let names = experiment::output::figure_names(&layout);
-            report(&study, &layout, names, None)?;
+            // wall time and peak memory belong to a reproduction: not known here
+            report(&study, &layout, names, None, None)?;
         }
         Command::Reproduce { quick, jobs } => {
             let t = Instant::now();
@@ -367,7 +369,8 @@ fn main() -> Result<()> {
             }
             let names = figures(&study, &layout)?;
             let wall = t.elapsed().as_secs_f64();
-            let claims = report(&study, &layout, names, Some(wall))?;
+            // peak RSS of this process: the grid ran in it (threads), so this is the study's
+            let claims = report(&study, &layout, names, Some(wall), peak_rss_mib())?;
             eprintln!("\nsummary of `{}`:", study.name);
             for (k, c) in claims.iter().enumerate() {
                 eprintln!(

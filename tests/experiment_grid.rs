@@ -96,7 +96,7 @@ fn bad_studies_name_the_field() {
         ("base_width = 4", "base_width = 0", "model.base_width"),
         ("arch = \"resnet18\"", "arch = \"vgg\"", "model.arch"),
         ("name = \"medical\"", "name = \"natural\"", "sources.name"),
-        ("max_patches = 600", "max_patches = 0", "target.max_patches"),
+        ("max_patches = 900", "max_patches = 0", "target.max_patches"),
     ];
     for (from, to, field) in cases {
         let text = study_text().replacen(from, to, 1);

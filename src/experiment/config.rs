@@ -357,6 +357,8 @@ impl Study {
                 }
             }
             if let Pretraining::Registry { entry, .. } = &s.pretraining {
+                // an unknown entry fails here, with the known names, not at pre-training time
+                crate::source::entry(entry)?;
                 if s.edits.iter().any(|e| !super::spec::is_original(e)) {
                     return Err(Error::param(
                         "sources.edits",

@@ -347,6 +347,151 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Writes a pre-trained model as the grid expects it: checkpoint + sidecar under temporary
+    /// names then renamed, and last the record (`<id>.done.json`) that marks it whole.
+    #[allow(clippy::too_many_arguments)]
+    fn store_pretrained(
+        &self,
+        layout: &Layout,
+        id: &str,
+        config: &PretrainConfig,
+        save: impl FnOnce(&Path) -> Result<()>,
+        num_classes: usize,
+        psd: crate::spectrum::PsdCurves,
+        seconds: f64,
+        epochs: usize,
+    ) -> Result<PretrainOutcome> {
+        std::fs::create_dir_all(layout.pretrained_dir())
+            .map_err(|e| Error::io(layout.pretrained_dir(), e))?;
+        let tmp = layout
+            .pretrained_dir()
+            .join(format!(".{id}.{}.tmp.safetensors", std::process::id()));
+        save(&tmp)?;
+        std::fs::rename(&tmp, layout.checkpoint(id))
+            .map_err(|e| Error::io(layout.checkpoint(id), e))?;
+        let tmp_side = crate::train::sidecar_path(&tmp);
+        if tmp_side.is_file() {
+            std::fs::rename(&tmp_side, layout.sidecar(id))
+                .map_err(|e| Error::io(layout.sidecar(id), e))?;
+        }
+        let rec = PretrainRecord {
+            id: id.to_string(),
+            config_json: canonical_json(config)?,
+            num_classes,
+            omega: psd.omega,
+            psd_mean: psd.mean,
+            psd_std: psd.std,
+            seconds,
+            epochs,
+        };
+        let json = serde_json::to_string_pretty(&rec).map_err(|e| Error::Other(e.to_string()))?;
+        write_bytes_atomic(
+            &layout.sidecar(id).with_extension("done.json"),
+            json.as_bytes(),
+        )?;
+        // Cache what a later process will read back, not the in-memory floats: serde_json's
+        // float parsing is not exactly round-trip (no `float_roundtrip` feature), and a resumed
+        // study must give the table of an uninterrupted one bit for bit.
+        let rec: PretrainRecord =
+            serde_json::from_str(&json).map_err(|e| Error::Other(e.to_string()))?;
+        if let Ok(mut c) = self.pretrain_records.lock() {
+            c.insert(id.to_string(), rec);
+        }
+        Ok(PretrainOutcome {
+            cached: false,
+            seconds,
+        })
+    }
+
+    /// A registry source (ImageNet / RadImageNet ResNet-50, ...): its weights are loaded, not
+    /// trained, from the study's `weights` file or the entry's location (the hub cache, offline;
+    /// see `source::SourceEntry::resolve`), then measured and stored like a scratch source so
+    /// that the fine-tuning runs read both the same way. A file without the classifier
+    /// (RadImageNet's backbone) gets a seeded 2-class head, which only the pre-trained PSD uses
+    /// (the fine-tuning always starts a new head).
+    fn load_registry_source(
+        &self,
+        study: &Study,
+        layout: &Layout,
+        id: &str,
+        config: &PretrainConfig,
+        entry: &str,
+        weights: Option<&Path>,
+    ) -> Result<PretrainOutcome> {
+        use crate::source::{Head, InputAdapt, LoadOptions};
+        let t = Instant::now();
+        let src = crate::source::entry(entry)?;
+        let mcfg = resnet_config(study, src.config.num_classes)?;
+        if (mcfg.arch, mcfg.base_width, mcfg.small_input)
+            != (
+                src.config.arch,
+                src.config.base_width,
+                src.config.small_input,
+            )
+        {
+            return Err(Error::param(
+                "model",
+                format!(
+                    "{} base width {} small_input {}",
+                    study.model.arch, study.model.base_width, study.model.small_input
+                ),
+                format!(
+                    "source `{entry}` is a {} with base width {} and small_input {}: the study's \
+                     model must be the same network",
+                    src.config.arch.name(),
+                    src.config.base_width,
+                    src.config.small_input
+                ),
+            ));
+        }
+        let opts = LoadOptions {
+            file: weights.map(Path::to_path_buf),
+            ..Default::default()
+        };
+        let path = src.resolve(&opts)?;
+        let has_head =
+            crate::source::read_tensors(&path)?.contains_key(&format!("{}.weight", src.classifier));
+        let head = if has_head {
+            Head::Keep
+        } else {
+            Head::Replace {
+                num_classes: 2,
+                dropout: 0.0,
+            }
+        };
+        let grey = (study.model.in_channels == 1).then_some(InputAdapt::SumRgb);
+        let loaded = src.load(
+            &LoadOptions {
+                file: Some(path),
+                ..Default::default()
+            },
+            head,
+            grey,
+            &candle_core::Device::Cpu,
+            derive_seed(study.seed, "registry-head"),
+        )?;
+        let psd = self.measure_pretrained_psd(&loaded.model)?;
+        let seconds = t.elapsed().as_secs_f64();
+        let meta = crate::train::CheckpointMeta::new(
+            &crate::train::TrainConfig::default(),
+            serde_json::to_value(&loaded.config).unwrap_or(serde_json::Value::Null),
+            0,
+            &[],
+        );
+        self.store_pretrained(
+            layout,
+            id,
+            config,
+            |tmp| crate::train::save_checkpoint(tmp, &loaded.varmap, &meta),
+            loaded.config.num_classes,
+            psd,
+            seconds,
+            0,
+        )
+    }
+}
+
 impl Executor for Pipeline {
     fn ensure_pretrained(
         &self,
@@ -361,12 +506,8 @@ impl Executor for Pipeline {
                 seconds: 0.0,
             });
         }
-        if let Pretraining::Registry { entry, .. } = &config.source.pretraining {
-            return Err(Error::param(
-                "sources.pretraining",
-                entry,
-                "registry sources are loaded by the `source` module; not wired into the grid in this build",
-            ));
+        if let Pretraining::Registry { entry, weights } = &config.source.pretraining {
+            return self.load_registry_source(study, layout, id, config, entry, weights.as_deref());
         }
         let t = Instant::now();
         let set = self.source_set(config)?;
@@ -394,47 +535,16 @@ impl Executor for Pipeline {
         )?;
         let psd = self.measure_pretrained_psd(&trained.model)?;
         let seconds = t.elapsed().as_secs_f64();
-        // Checkpoint to a temporary name, then renamed; the record written last marks it whole.
-        std::fs::create_dir_all(layout.pretrained_dir())
-            .map_err(|e| Error::io(layout.pretrained_dir(), e))?;
-        let tmp = layout
-            .pretrained_dir()
-            .join(format!(".{id}.{}.tmp.safetensors", std::process::id()));
-        trained.save_checkpoint(&tmp)?;
-        std::fs::rename(&tmp, layout.checkpoint(id))
-            .map_err(|e| Error::io(layout.checkpoint(id), e))?;
-        let tmp_side = crate::train::sidecar_path(&tmp);
-        if tmp_side.is_file() {
-            std::fs::rename(&tmp_side, layout.sidecar(id))
-                .map_err(|e| Error::io(layout.sidecar(id), e))?;
-        }
-        let rec = PretrainRecord {
-            id: id.to_string(),
-            config_json: canonical_json(config)?,
+        self.store_pretrained(
+            layout,
+            id,
+            config,
+            |tmp| trained.save_checkpoint(tmp),
             num_classes,
-            omega: psd.omega,
-            psd_mean: psd.mean,
-            psd_std: psd.std,
+            psd,
             seconds,
-            epochs: trained.history.len(),
-        };
-        let json = serde_json::to_string_pretty(&rec).map_err(|e| Error::Other(e.to_string()))?;
-        write_bytes_atomic(
-            &layout.sidecar(id).with_extension("done.json"),
-            json.as_bytes(),
-        )?;
-        // Cache what a later process will read back, not the in-memory floats: serde_json's
-        // float parsing is not exactly round-trip (no `float_roundtrip` feature), and a resumed
-        // study must give the table of an uninterrupted one bit for bit.
-        let rec: PretrainRecord =
-            serde_json::from_str(&json).map_err(|e| Error::Other(e.to_string()))?;
-        if let Ok(mut c) = self.pretrain_records.lock() {
-            c.insert(id.to_string(), rec);
-        }
-        Ok(PretrainOutcome {
-            cached: false,
-            seconds,
-        })
+            trained.history.len(),
+        )
     }
 
     fn execute(&self, study: &Study, layout: &Layout, run: &Run) -> Result<RunResult> {
@@ -482,6 +592,11 @@ impl Executor for Pipeline {
         };
         let (auc_iid, auc_ood, auc_clean) =
             (auc(&tests.iid)?, auc(&tests.ood)?, auc(&tests.clean)?);
+        let auc_baseline_clean = crate::baseline::patch_statistics_auc(
+            &target.subset(&split.train),
+            &tests.clean,
+            positive,
+        )?;
         let time_eval_s = t2.elapsed().as_secs_f64();
 
         let t3 = Instant::now();
@@ -521,6 +636,7 @@ impl Executor for Pipeline {
             auc_iid,
             auc_ood,
             auc_clean,
+            auc_baseline_clean,
             omega: fine.omega,
             psd_pretrained: rec.psd_mean.clone(),
             psd_finetuned: fine.mean,

@@ -43,6 +43,9 @@ pub struct RunResult {
     pub auc_iid: f64,
     pub auc_ood: f64,
     pub auc_clean: f64,
+    /// Clean-test AUC of the floor the network must beat: logistic regression on four patch
+    /// statistics (`baseline`), trained on the clean training split of the same fold.
+    pub auc_baseline_clean: f64,
     pub omega: Vec<f64>,
     /// Mean normalised gradient PSD of the pre-trained model on the clean target images.
     pub psd_pretrained: Vec<f64>,
@@ -103,6 +106,7 @@ pub fn to_frame(results: &[RunResult]) -> Result<DataFrame> {
         col!("auc_iid", |r| r.auc_iid),
         col!("auc_ood", |r| r.auc_ood),
         col!("auc_clean", |r| r.auc_clean),
+        col!("auc_baseline_clean", |r| r.auc_baseline_clean),
         list_column("omega", results.iter().map(|r| r.omega.clone())),
         list_column(
             "psd_pretrained",
@@ -187,6 +191,7 @@ pub fn from_frame(df: &DataFrame) -> Result<Vec<RunResult>> {
         u("n_test")?,
         u("epochs")?,
     );
+    let baseline = f("auc_baseline_clean")?;
     let (level, iid, ood, clean, a_pre, a_fine, best) = (
         f("level")?,
         f("auc_iid")?,
@@ -228,6 +233,7 @@ pub fn from_frame(df: &DataFrame) -> Result<Vec<RunResult>> {
             auc_iid: iid[i],
             auc_ood: ood[i],
             auc_clean: clean[i],
+            auc_baseline_clean: baseline[i],
             omega: omega[i].clone(),
             psd_pretrained: p_pre[i].clone(),
             psd_finetuned: p_fine[i].clone(),

@@ -34,6 +34,7 @@ pub fn fake_result(run: &Run) -> RunResult {
         auc_iid: 0.9,
         auc_ood: 0.9 - 0.5 * run.level * h,
         auc_clean: 0.85,
+        auc_baseline_clean: 0.8,
         psd_pretrained: omega.iter().map(|w| (-w * (1.0 + h)).exp()).collect(),
         psd_finetuned: omega.iter().map(|w| (-w * 2.0 * (1.0 + h)).exp()).collect(),
         psd_artifact: omega
