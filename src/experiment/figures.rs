@@ -21,6 +21,7 @@ pub struct Figure1Data {
     /// log(1 + |F|), shifted.
     pub log_spectrum: Image,
     pub omega: Vec<f64>,
+    /// log10 of the radial PSD's ring means (un-normalised).
     pub psd: Vec<f64>,
     /// The marked frequency (normalised) and its ring radius in spectrum pixels.
     pub marked_omega: f64,
@@ -55,7 +56,7 @@ pub fn figure1(d: &Figure1Data, width: u32) -> Figure {
             Panel::Lines(LinePanel {
                 title: "radial PSD".into(),
                 x_label: "ω (1 = Nyquist)".into(),
-                y_label: "normalised amplitude (a.u.)".into(),
+                y_label: "log10 ring-mean amplitude".into(),
                 series: vec![LineSeries {
                     label: "image".into(),
                     x: d.omega.clone(),

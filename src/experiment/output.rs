@@ -8,11 +8,28 @@ use crate::image::{Image, ImageBatch};
 use crate::plot::Figure;
 
 /// The data behind Fig. 1 for `image`: its log spectrum (`spectrum::log_spectrum`) and radial
-/// PSD (`spectrum::RadialPsd` with method.md's defaults), with `marked_omega` marked.
+/// PSD (`spectrum::RadialPsd` with method.md's defaults but no normalisation: a natural or
+/// medical image's spectrum falls over decades, so the figure plots log10 of the ring means;
+/// min-max normalised it is one spike at the lowest ring), with `marked_omega` marked.
 pub fn figure1_data(image: &Image, marked_omega: f64, caption: &str) -> Result<Figure1Data> {
     let log_spectrum = crate::spectrum::log_spectrum(image)?;
-    let radial = crate::spectrum::RadialPsd::default();
-    let curves = radial.compute(&ImageBatch::from_images(std::slice::from_ref(image))?, None)?;
+    let radial = crate::spectrum::RadialPsd {
+        normalisation: crate::spectrum::Normalisation::None,
+        ..Default::default()
+    };
+    let mut curves =
+        radial.compute(&ImageBatch::from_images(std::slice::from_ref(image))?, None)?;
+    // a ring of exact zeros (a constant image) stays finite on the log axis
+    let floor = curves
+        .mean
+        .iter()
+        .copied()
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let floor = if floor.is_finite() { floor } else { 1.0 };
+    for v in &mut curves.mean {
+        *v = v.max(floor).log10();
+    }
     let k_max = curves.omega.len() as f64;
     Ok(Figure1Data {
         image: image.clone(),

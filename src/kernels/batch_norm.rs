@@ -23,12 +23,29 @@ use crate::error::{Error, Result};
 /// Below this many elements the passes run on one thread (rayon's overhead would dominate).
 const PAR_MIN: usize = 1 << 15;
 
+/// Whether the fused BatchNorm may run (when [`super::fast_cpu`] is on too): env
+/// `SPECTRAL_FAST_BN=0|false|off` keeps candle-nn's BatchNorm with the fast convolutions, to
+/// measure the two apart. Read once.
+fn fast_bn() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("SPECTRAL_FAST_BN")
+                .map(|v| v.trim().to_ascii_lowercase())
+                .as_deref(),
+            Ok("0") | Ok("false") | Ok("off")
+        )
+    })
+}
+
 /// BatchNorm of `x` (N, C, H, W) with `bn`'s parameters, then ReLU if `relu`; `train` selects
 /// batch statistics (and updates `bn`'s running statistics) or the running ones. The fast CPU
-/// path runs when [`super::fast_cpu`] is on, on CPU f32/f64 tensors of rank 4 and an affine
-/// `bn`; otherwise candle-nn's `BatchNorm` followed by candle's `relu`.
+/// path runs when [`super::fast_cpu`] is on (and `SPECTRAL_FAST_BN` is not `0`), on CPU f32/f64
+/// tensors of rank 4 and an affine `bn`; otherwise candle-nn's `BatchNorm` followed by candle's
+/// `relu`.
 pub fn batch_norm(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
     let fast = super::fast_cpu()
+        && fast_bn()
         && x.device().is_cpu()
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && x.rank() == 4
