@@ -236,6 +236,14 @@ fn tensor_f64s(t: &Tensor) -> candle_core::Result<Vec<f64>> {
     t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
 }
 
+/// Whether the ReLU lets `v` through: `v > 0` (a NaN does not pass, as in the forward).
+fn passes_relu<T: WithDType>(v: T) -> bool {
+    v > T::zero()
+}
+
+/// One (N·C) plane of the dx pass: (plane index, (dx, (dy, x))).
+type PlaneDx<'a, T> = (usize, (&'a mut [T], (&'a [T], &'a [T])));
+
 /// y = relu?(x·s[c] + t[c]) over contiguous (N, C, HW) `x`.
 fn affine<T: WithDType>(x: &[T], c: usize, hw: usize, s: &[f64], t: &[f64], relu: bool) -> Vec<T> {
     let s: Vec<T> = s.iter().map(|&v| T::from_f64(v)).collect();
@@ -246,7 +254,7 @@ fn affine<T: WithDType>(x: &[T], c: usize, hw: usize, s: &[f64], t: &[f64], relu
         let (sc, tc) = (s[ch], t[ch]);
         for (o, &v) in yo.iter_mut().zip(xi) {
             let a = v * sc + tc;
-            *o = if relu && !(a > T::zero()) {
+            *o = if relu && !passes_relu(a) {
                 T::zero()
             } else {
                 a
@@ -421,7 +429,7 @@ fn channel_sums<T: WithDType>(
             let base = (i * c + ch) * hw;
             for j in base..base + hw {
                 let xv = x[j];
-                if relu && !(xv * sc + tc > T::zero()) {
+                if relu && !passes_relu(xv * sc + tc) {
                     continue;
                 }
                 let g = dy[j].to_f64();
@@ -500,11 +508,11 @@ fn grad_input<T: WithDType>(
     };
     let (alpha, beta, gamma, s, t) = (col(0), col(1), col(2), col(3), col(4));
     let mut dx = vec![T::zero(); x.len()];
-    let plane = |(k, (o, (gi, xi))): (usize, (&mut [T], (&[T], &[T])))| {
+    let plane = |(k, (o, (gi, xi))): PlaneDx<T>| {
         let ch = k % c;
         let (a, b, g0, sc, tc) = (alpha[ch], beta[ch], gamma[ch], s[ch], t[ch]);
         for ((o, &g), &xv) in o.iter_mut().zip(gi).zip(xi) {
-            let g = if relu && !(xv * sc + tc > T::zero()) {
+            let g = if relu && !passes_relu(xv * sc + tc) {
                 T::zero()
             } else {
                 g
