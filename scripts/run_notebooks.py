@@ -28,7 +28,9 @@ numeric loops dominate the notebooks' run time (see the comment there).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import re
 import shutil
 import sys
@@ -210,8 +212,12 @@ def collect_late_stderr(client, n: int, timeout: int) -> str:
     from nbclient.util import run_sync
 
     marker = f"{BARRIER} {n}"
+    # Test hook: wait before the barrier, as a slow kernel machine would (tests/notebook_runner).
+    delay = float(os.environ.get("SPECTRAL_RUNNER_BARRIER_DELAY_S", "0") or 0)
 
     async def drain() -> str:
+        if delay > 0:
+            await asyncio.sleep(delay)
         msg_id = client.kc.execute(f'eprintln!("{marker}");', store_history=False)
         lines: list[str] = []
         seen_marker = idle = False

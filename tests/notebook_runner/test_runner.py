@@ -7,6 +7,7 @@ kernel is not installed (scripts/install-notebook-kernel.sh installs it; CI alwa
 """
 
 import io
+import os
 import shutil
 import sys
 import tempfile
@@ -109,7 +110,12 @@ class OnTheKernel(unittest.TestCase):
         self.assert_fails_at("question_mark.ipynb", 3, "stderr", "invalid digit")
 
     def test_late_stderr_fails(self):
-        # written after the cell's execute reply, in the notebook's last cell: only the barrier sees it
+        # Written 100 ms after the cell's execute reply, in the notebook's last cell: only the
+        # barrier sees it. The runner waits 1 s before its barrier here, as on a slow machine,
+        # so that the late line is written before the marker (without the barrier this notebook
+        # passes: checked by hand).
+        os.environ["SPECTRAL_RUNNER_BARRIER_DELAY_S"] = "1.0"
+        self.addCleanup(os.environ.pop, "SPECTRAL_RUNNER_BARRIER_DELAY_S", None)
         self.assert_fails_at("late_stderr.ipynb", 3, "stderr", "late failure")
 
     def test_closing_line_counts_all(self):
