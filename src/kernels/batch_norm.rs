@@ -18,6 +18,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, Var, With
 use candle_nn::{BatchNorm, ModuleT};
 use rayon::prelude::*;
 
+use super::contiguous as slice_of;
 use crate::error::{Error, Result};
 
 /// Below this many elements the passes run on one thread (rayon's overhead would dominate).
@@ -95,7 +96,7 @@ pub fn batch_norm_fast(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> R
         let eps = bn.eps();
         let invstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
         update_running(bn, &mean, &var, m)?;
-        let mut stats = mean.clone();
+        let mut stats = mean;
         stats.extend_from_slice(&invstd);
         let stats = Tensor::from_vec(stats, (2, c), x.device())?.to_dtype(dtype)?;
         let wb = Tensor::stack(&[weight, bias], 0)?.contiguous()?;
@@ -157,8 +158,18 @@ impl candle_core::CustomOp1 for StatsOp {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         let out = match s1 {
-            CpuStorage::F32(_) => stats_of(contiguous::<f32>(s1, l1)?, n, c, h * w),
-            CpuStorage::F64(_) => stats_of(contiguous::<f64>(s1, l1)?, n, c, h * w),
+            CpuStorage::F32(_) => stats_of(
+                slice_of::<f32>(s1, l1, "fast batch-norm: operand")?,
+                n,
+                c,
+                h * w,
+            ),
+            CpuStorage::F64(_) => stats_of(
+                slice_of::<f64>(s1, l1, "fast batch-norm: operand")?,
+                n,
+                c,
+                h * w,
+            ),
             _ => candle_core::bail!("fast batch-norm: f32 or f64 input required"),
         };
         Ok((CpuStorage::F64(out), Shape::from((2, c))))
@@ -221,15 +232,15 @@ fn affine_of(train: bool, p: &[f64], q: &[f64], c: usize) -> (Vec<f64>, Vec<f64>
 }
 
 fn to_f64s(s: &CpuStorage, l: &Layout) -> candle_core::Result<Vec<f64>> {
-    let v = match s {
-        CpuStorage::F32(d) => d.iter().map(|&x| f64::from(x)).collect::<Vec<_>>(),
-        CpuStorage::F64(d) => d.clone(),
+    const WHAT: &str = "fast batch-norm: parameters";
+    Ok(match s {
+        CpuStorage::F32(_) => slice_of::<f32>(s, l, WHAT)?
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect(),
+        CpuStorage::F64(_) => slice_of::<f64>(s, l, WHAT)?.to_vec(),
         _ => candle_core::bail!("fast batch-norm: f32 or f64 required"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(v[a..b].to_vec()),
-        None => candle_core::bail!("fast batch-norm: parameters must be contiguous"),
-    }
+    })
 }
 
 fn tensor_f64s(t: &Tensor) -> candle_core::Result<Vec<f64>> {
@@ -275,14 +286,6 @@ fn affine<T: WithDType>(x: &[T], c: usize, hw: usize, s: &[f64], t: &[f64], relu
     y
 }
 
-fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("fast batch-norm: operands must be contiguous"),
-    }
-}
-
 impl CustomOp3 for BnOp {
     fn name(&self) -> &'static str {
         "spectral-batch-norm"
@@ -301,7 +304,7 @@ impl CustomOp3 for BnOp {
         let (s, t) = affine_of(self.train, &to_f64s(s2, l2)?, &to_f64s(s3, l3)?, c);
         let out = match s1 {
             CpuStorage::F32(_) => CpuStorage::F32(affine(
-                contiguous::<f32>(s1, l1)?,
+                slice_of::<f32>(s1, l1, "fast batch-norm: operand")?,
                 c,
                 h * w,
                 &s,
@@ -309,7 +312,7 @@ impl CustomOp3 for BnOp {
                 self.relu,
             )),
             CpuStorage::F64(_) => CpuStorage::F64(affine(
-                contiguous::<f64>(s1, l1)?,
+                slice_of::<f64>(s1, l1, "fast batch-norm: operand")?,
                 c,
                 h * w,
                 &s,
@@ -463,8 +466,8 @@ impl CustomOp3 for SumsOp {
         let st = to_f64s(s3, l3)?;
         let out = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => channel_sums(
-                contiguous::<f32>(s1, l1)?,
-                contiguous::<f32>(s2, l2)?,
+                slice_of::<f32>(s1, l1, "fast batch-norm: operand")?,
+                slice_of::<f32>(s2, l2, "fast batch-norm: operand")?,
                 n,
                 c,
                 h * w,
@@ -472,8 +475,8 @@ impl CustomOp3 for SumsOp {
                 self.relu,
             ),
             (CpuStorage::F64(_), CpuStorage::F64(_)) => channel_sums(
-                contiguous::<f64>(s1, l1)?,
-                contiguous::<f64>(s2, l2)?,
+                slice_of::<f64>(s1, l1, "fast batch-norm: operand")?,
+                slice_of::<f64>(s2, l2, "fast batch-norm: operand")?,
                 n,
                 c,
                 h * w,
@@ -550,25 +553,16 @@ impl CustomOp3 for DxOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = l2.shape().dims4()?;
         let coef = to_f64s(s3, l3)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(grad_input(
-                contiguous::<f32>(s1, l1)?,
-                contiguous::<f32>(s2, l2)?,
-                c,
-                h * w,
-                &coef,
-                self.relu,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(grad_input(
-                contiguous::<f64>(s1, l1)?,
-                contiguous::<f64>(s2, l2)?,
-                c,
-                h * w,
-                &coef,
-                self.relu,
-            )),
-            _ => candle_core::bail!("fast batch-norm: dy and x of one float dtype required"),
-        };
+        let (c, hw) = (c, h * w);
+        let out = super::dispatch2(
+            "fast batch-norm grad-input",
+            s1,
+            l1,
+            s2,
+            l2,
+            |dy, x| grad_input(dy, x, c, hw, &coef, self.relu),
+            |dy, x| grad_input(dy, x, c, hw, &coef, self.relu),
+        )?;
         Ok((out, l2.shape().clone()))
     }
 }

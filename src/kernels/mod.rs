@@ -14,3 +14,41 @@ pub mod pool;
 pub use batch_norm::batch_norm;
 pub use conv::{conv2d, fast_cpu, set_fast_cpu, without_weight_grads};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
+
+/// The contiguous slice of a CPU storage behind `l`, as `T`; `what` names the operand in the
+/// error (e.g. "fast conv2d: lhs").
+pub(crate) fn contiguous<'a, T: candle_core::WithDType>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
+    let data = T::cpu_storage_as_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what} must be contiguous"),
+    }
+}
+
+/// Runs `f32_` or `f64_` on two contiguous CPU operands of one float dtype; `op` names the
+/// kernel in the errors (e.g. "fast conv2d").
+pub(crate) fn dispatch2(
+    op: &str,
+    s1: &candle_core::CpuStorage,
+    l1: &candle_core::Layout,
+    s2: &candle_core::CpuStorage,
+    l2: &candle_core::Layout,
+    f32_: impl Fn(&[f32], &[f32]) -> Vec<f32>,
+    f64_: impl Fn(&[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<candle_core::CpuStorage> {
+    use candle_core::CpuStorage;
+    let (lhs, rhs) = (format!("{op}: lhs"), format!("{op}: rhs"));
+    Ok(match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+            CpuStorage::F32(f32_(contiguous(s1, l1, &lhs)?, contiguous(s2, l2, &rhs)?))
+        }
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+            CpuStorage::F64(f64_(contiguous(s1, l1, &lhs)?, contiguous(s2, l2, &rhs)?))
+        }
+        _ => candle_core::bail!("{op}: f32 or f64 operands of the same dtype required"),
+    })
+}

@@ -496,18 +496,6 @@ impl<T> SendPtr<T> {
     }
 }
 
-fn contiguous<'a, T: WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("fast conv2d: {what} must be contiguous"),
-    }
-}
-
 fn geom_of(l1: &Layout, l2: &Layout, stride: usize, pad: usize) -> candle_core::Result<Geom> {
     let x = l1.shape().dims4()?;
     let k = l2.shape().dims4()?;
@@ -539,7 +527,7 @@ impl CustomOp2 for Conv2dOp {
         let g = geom_of(l1, l2, self.stride, self.pad)?;
         let f32_ = |a: &[f32], b: &[f32]| forward(a, b, &g);
         let f64_ = |a: &[f64], b: &[f64]| forward(a, b, &g);
-        let out = dispatch2(s1, l1, s2, l2, f32_, f64_)?;
+        let out = super::super::dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
         Ok((out, Shape::from((g.n, g.c_out, g.ho, g.wo))))
     }
 
@@ -597,7 +585,7 @@ impl CustomOp2 for GradInputOp {
         }
         let f32_ = |a: &[f32], b: &[f32]| grad_input(a, b, &g);
         let f64_ = |a: &[f64], b: &[f64]| grad_input(a, b, &g);
-        let out = dispatch2(s1, l1, s2, l2, f32_, f64_)?;
+        let out = super::super::dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
         Ok((out, Shape::from((g.n, g.c_in, g.h, g.w))))
     }
 }
@@ -631,26 +619,7 @@ impl CustomOp2 for GradWeightOp {
         }
         let f32_ = |a: &[f32], b: &[f32]| grad_weight(a, b, &g);
         let f64_ = |a: &[f64], b: &[f64]| grad_weight(a, b, &g);
-        let out = dispatch2(s1, l1, s2, l2, f32_, f64_)?;
+        let out = super::super::dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
         Ok((out, Shape::from((g.c_out, g.c_in, g.kh, g.kw))))
     }
-}
-
-fn dispatch2(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-    f32_: impl Fn(&[f32], &[f32]) -> Vec<f32>,
-    f64_: impl Fn(&[f64], &[f64]) -> Vec<f64>,
-) -> candle_core::Result<CpuStorage> {
-    Ok(match (s1, s2) {
-        (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-            CpuStorage::F32(f32_(contiguous(s1, l1, "lhs")?, contiguous(s2, l2, "rhs")?))
-        }
-        (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-            CpuStorage::F64(f64_(contiguous(s1, l1, "lhs")?, contiguous(s2, l2, "rhs")?))
-        }
-        _ => candle_core::bail!("fast conv2d: f32 or f64 operands of the same dtype required"),
-    })
 }
