@@ -186,6 +186,9 @@ pub enum Head {
     /// A new linear head with this many classes (seeded init); the file's classifier, if
     /// any, is not used.
     Replace { num_classes: usize, dropout: f64 },
+    /// [`Head::Keep`] when the file holds the classifier, else [`Head::Replace`] with these
+    /// (a backbone-only file such as RadImageNet's).
+    KeepOrReplace { num_classes: usize, dropout: f64 },
 }
 
 /// What [`load_weights`] did.
@@ -263,6 +266,22 @@ impl SourceEntry {
     ) -> Result<LoadedSource> {
         let path = self.resolve(opts)?;
         let mut tensors = read_tensors(&path)?;
+        let head = match head {
+            Head::KeepOrReplace {
+                num_classes,
+                dropout,
+            } => {
+                if tensors.contains_key(&format!("{}.weight", self.classifier)) {
+                    Head::Keep
+                } else {
+                    Head::Replace {
+                        num_classes,
+                        dropout,
+                    }
+                }
+            }
+            h => h,
+        };
         let mut cfg = self.config.clone();
         if head == Head::Keep {
             // The scratch sources' class count is the source set's: take it from the file.
@@ -297,7 +316,7 @@ impl SourceEntry {
         model.reseed_dropout(seed);
         let skip = match head {
             Head::Keep => None,
-            Head::Replace { .. } => Some(self.classifier.as_str()),
+            Head::Replace { .. } | Head::KeepOrReplace { .. } => Some(self.classifier.as_str()),
         };
         let report = load_weights(&varmap, &tensors, &path, skip)?;
         Ok(LoadedSource {

@@ -449,24 +449,13 @@ impl Pipeline {
             file: weights.map(Path::to_path_buf),
             ..Default::default()
         };
-        let path = src.resolve(&opts)?;
-        let has_head =
-            crate::source::read_tensors(&path)?.contains_key(&format!("{}.weight", src.classifier));
-        let head = if has_head {
-            Head::Keep
-        } else {
-            Head::Replace {
-                num_classes: 2,
-                dropout: 0.0,
-            }
-        };
         let grey = (study.model.in_channels == 1).then_some(InputAdapt::SumRgb);
         let loaded = src.load(
-            &LoadOptions {
-                file: Some(path),
-                ..Default::default()
+            &opts,
+            Head::KeepOrReplace {
+                num_classes: 2,
+                dropout: 0.0,
             },
-            head,
             grey,
             &candle_core::Device::Cpu,
             derive_seed(study.seed, "registry-head"),
