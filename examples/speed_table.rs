@@ -3,7 +3,7 @@
 //! and writes seconds per iteration (median of `--reps` after a warm-up) as JSON.
 //!
 //! ```text
-//! RAYON_NUM_THREADS=2 cargo run --release --example speed_table -- --json /tmp/candle.json \
+//! RAYON_NUM_THREADS=2 cargo run --example speed_table -- --json /tmp/candle.json \
 //!     [--reps 5] [--stock-reps 1 --stock-warmup 0] [--only conv/r18_64] [--mode both|fast|stock]
 //! ```
 //! The workloads (`conv/<net>_<px>/{fwd,dx,dxdw}`, `model/<net>_<px>/{fwd,dx,train}`) are

@@ -555,7 +555,9 @@ impl Executor for Pipeline {
             positive,
             run.degradation_seed(),
         )?;
-        let (train, _) = deg.inject(&target.subset(&split.train))?;
+        // the clean training split: degraded for the network, as it is for the baseline
+        let clean_train = target.subset(&split.train);
+        let (train, _) = deg.inject(&clean_train)?;
         let (val, _) = deg.inject(&target.subset(&split.val))?;
         let tests = deg.test_sets(&target.subset(&split.test))?;
 
@@ -581,11 +583,8 @@ impl Executor for Pipeline {
         };
         let (auc_iid, auc_ood, auc_clean) =
             (auc(&tests.iid)?, auc(&tests.ood)?, auc(&tests.clean)?);
-        let auc_baseline_clean = crate::baseline::patch_statistics_auc(
-            &target.subset(&split.train),
-            &tests.clean,
-            positive,
-        )?;
+        let auc_baseline_clean =
+            crate::baseline::patch_statistics_auc(&clean_train, &tests.clean, positive)?;
         let time_eval_s = t2.elapsed().as_secs_f64();
 
         let t3 = Instant::now();
