@@ -100,3 +100,40 @@ fn markdown_states_each_claim_with_numbers() {
     assert_eq!(c[0].verdict, Verdict::Untestable);
     assert_eq!(c[2].verdict, Verdict::Untestable);
 }
+
+#[test]
+fn markdown_compares_the_networks_with_the_baseline() {
+    // the rows of the baseline table start with the source (the shortcut table's with the artifact)
+    fn baseline_rows(md: &str) -> Vec<&str> {
+        md.lines()
+            .filter(|l| l.starts_with("| natural |") || l.starts_with("| medical |"))
+            .collect()
+    }
+    let rows = shaped(true);
+    let md = report::to_markdown(&rows, &report::RunInfo::default());
+    assert!(md.contains("against a patch-statistics baseline"), "{md}");
+    // the fixture's clean AUC 0.85 against the baseline's 0.80: every source and edit beats it
+    let yes = baseline_rows(&md);
+    assert_eq!(yes.len(), 3, "{md}");
+    assert!(
+        yes.iter()
+            .all(|l| l.contains("| 0.850 ± 0.000 | 0.800 ± 0.000 |") && l.ends_with("| yes |")),
+        "{yes:?}"
+    );
+    // a baseline above the network is reported as not beaten
+    let worse: Vec<RunResult> = rows
+        .into_iter()
+        .map(|mut r| {
+            r.auc_baseline_clean = 0.9;
+            r
+        })
+        .collect();
+    let md = report::to_markdown(&worse, &report::RunInfo::default());
+    let no = baseline_rows(&md);
+    assert_eq!(no.len(), 3, "{md}");
+    assert!(
+        no.iter()
+            .all(|l| l.contains("| 0.850 ± 0.000 | 0.900 ± 0.000 |") && l.ends_with("| no |")),
+        "{no:?}"
+    );
+}
