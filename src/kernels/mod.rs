@@ -9,10 +9,12 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod gemm;
 pub mod pool;
 
 pub use batch_norm::batch_norm;
 pub use conv::{conv2d, fast_cpu, set_fast_cpu, without_weight_grads};
+pub use gemm::{gemm_backend, set_gemm_backend, GemmBackend};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 
 /// The contiguous slice of a CPU storage behind `l`, as `T`; `what` names the operand in the

@@ -13,8 +13,9 @@
 //! after the other with the GEMM itself parallel.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
-use gemm::Parallelism;
 use rayon::prelude::*;
+
+use crate::kernels::gemm::{gemm_rm, Mat, Shared};
 
 /// Target width (columns) of one GEMM: wide enough to amortise packing the weight matrix.
 const TARGET_COLS: usize = 1024;
@@ -92,7 +93,8 @@ struct Plan {
     g: usize,
     /// (first image, image count) of each chunk
     chunks: Vec<(usize, usize)>,
-    inner: Parallelism,
+    /// threads of each product: all of them with one chunk, else 1
+    inner: usize,
 }
 
 fn plan(geom: &Geom) -> Plan {
@@ -122,11 +124,7 @@ fn plan(geom: &Geom) -> Plan {
         let hi = (g_hi * g).min(geom.n);
         chunks.push((lo, hi - lo));
     }
-    let inner = if n_chunks == 1 && threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
+    let inner = if n_chunks == 1 { threads } else { 1 };
     Plan { g, chunks, inner }
 }
 
@@ -158,33 +156,56 @@ fn valid_range(kj: usize, pad: usize, stride: usize, w: usize, wo: usize) -> (us
     (lo, hi.max(lo))
 }
 
-/// im2col of one image `x` (C_in, H, W) into `dst`, row r of `col` starting at `r * row_stride`.
-fn im2col<T: WithDType>(x: &[T], g: &Geom, dst: &mut [T], row_stride: usize) {
+/// im2col of the images [img0, img0 + gi) of `x` side by side into `col` (K, gi·P): image j's
+/// columns start at j·P. With `threads` > 1 the channels are shared out (each owns kH·kW rows).
+fn im2col_group<T: WithDType>(
+    x: &[T],
+    g: &Geom,
+    img0: usize,
+    gi: usize,
+    col: &mut [T],
+    threads: usize,
+) {
+    let (p, cols, plane, in_len) = (g.p(), gi * g.p(), g.h * g.w, g.in_len());
+    let per_channel = g.kh * g.kw * cols;
+    let one = |(c, rows): (usize, &mut [T])| {
+        for j in 0..gi {
+            let xi = &x[(img0 + j) * in_len + c * plane..(img0 + j) * in_len + (c + 1) * plane];
+            im2col_plane(xi, g, &mut rows[j * p..], cols);
+        }
+    };
+    let col = &mut col[..g.c_in * per_channel];
+    if threads > 1 {
+        col.par_chunks_mut(per_channel).enumerate().for_each(one);
+    } else {
+        col.chunks_mut(per_channel).enumerate().for_each(one);
+    }
+}
+
+/// im2col of one channel plane (H, W) into its kH·kW rows of `dst` (row stride `row_stride`).
+fn im2col_plane<T: WithDType>(plane: &[T], g: &Geom, dst: &mut [T], row_stride: usize) {
     let (p, s, pad) = (g.p(), g.stride, g.pad);
-    for c in 0..g.c_in {
-        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let r = (c * g.kh + ki) * g.kw + kj;
-                let row = &mut dst[r * row_stride..r * row_stride + p];
-                let (lo, hi) = valid_range(kj, pad, s, g.w, g.wo);
-                for oh in 0..g.ho {
-                    let out = &mut row[oh * g.wo..(oh + 1) * g.wo];
-                    let ih = (oh * s + ki) as isize - pad as isize;
-                    if ih < 0 || ih >= g.h as isize {
-                        out.fill(T::zero());
-                        continue;
-                    }
-                    let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    out[..lo].fill(T::zero());
-                    out[hi..].fill(T::zero());
-                    if s == 1 {
-                        let start = lo + kj - pad;
-                        out[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
-                    } else {
-                        for (ow, o) in out[lo..hi].iter_mut().enumerate() {
-                            *o = src[(ow + lo) * s + kj - pad];
-                        }
+    for ki in 0..g.kh {
+        for kj in 0..g.kw {
+            let r = ki * g.kw + kj;
+            let row = &mut dst[r * row_stride..r * row_stride + p];
+            let (lo, hi) = valid_range(kj, pad, s, g.w, g.wo);
+            for oh in 0..g.ho {
+                let out = &mut row[oh * g.wo..(oh + 1) * g.wo];
+                let ih = (oh * s + ki) as isize - pad as isize;
+                if ih < 0 || ih >= g.h as isize {
+                    out.fill(T::zero());
+                    continue;
+                }
+                let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+                out[..lo].fill(T::zero());
+                out[hi..].fill(T::zero());
+                if s == 1 {
+                    let start = lo + kj - pad;
+                    out[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                } else {
+                    for (ow, o) in out[lo..hi].iter_mut().enumerate() {
+                        *o = src[(ow + lo) * s + kj - pad];
                     }
                 }
             }
@@ -225,60 +246,6 @@ fn col2im<T: WithDType>(col: &[T], g: &Geom, row_stride: usize, dx: &mut [T]) {
     }
 }
 
-/// Row-major matrix view for [`gemm_rm`]: pointer, row stride, column stride (in elements).
-struct Mat<T> {
-    ptr: *const T,
-    rs: isize,
-    cs: isize,
-}
-
-// Manual impls: derive would demand `T: Copy`, but only the pointer is copied.
-impl<T> Clone for Mat<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for Mat<T> {}
-
-/// dst (m, n, row-major, contiguous) = [dst +] lhs (m, k) · rhs (k, n).
-///
-/// # Safety
-/// The views must cover (m, k), (k, n) and `dst` must hold m·n elements.
-#[allow(clippy::too_many_arguments)] // mirrors gemm::gemm's own argument list
-unsafe fn gemm_rm<T: WithDType>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [T],
-    accumulate: bool,
-    lhs: Mat<T>,
-    rhs: Mat<T>,
-    par: Parallelism,
-) {
-    debug_assert!(dst.len() >= m * n);
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.as_mut_ptr(),
-        1,
-        n as isize,
-        accumulate,
-        lhs.ptr,
-        lhs.cs,
-        lhs.rs,
-        rhs.ptr,
-        rhs.cs,
-        rhs.rs,
-        T::one(),
-        T::one(),
-        false,
-        false,
-        false,
-        par,
-    )
-}
-
 /// Forward: y (N, C_out, H_out, W_out) from x (N, C_in, H, W) and w (C_out, C_in, kH, kW).
 pub(crate) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let (k, p, out_len, in_len) = (g.k(), g.p(), g.out_len(), g.in_len());
@@ -290,7 +257,7 @@ pub(crate) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
         rs: k as isize,
         cs: 1,
     };
-    let wmat_addr = SendPtr(wmat);
+    let wmat_addr = Shared(wmat);
     pieces
         .into_par_iter()
         .zip(pl.chunks.par_iter())
@@ -311,10 +278,7 @@ pub(crate) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
                     }
                 } else {
                     col.resize(k * cols, T::zero());
-                    for j in 0..gi {
-                        let xi = &x[(img0 + j) * in_len..(img0 + j + 1) * in_len];
-                        im2col(xi, g, &mut col[j * p..], cols);
-                    }
+                    im2col_group(x, g, img0, gi, &mut col, pl.inner);
                     Mat {
                         ptr: col.as_ptr(),
                         rs: cols as isize,
@@ -329,11 +293,17 @@ pub(crate) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
                     tmp.resize(g.c_out * cols, T::zero());
                     // SAFETY: w (C_out, K), col (K, g·P), tmp (C_out, g·P).
                     unsafe { gemm_rm(g.c_out, cols, k, &mut tmp, false, wmat, rhs, pl.inner) };
-                    for j in 0..gi {
+                    let tmp = &tmp;
+                    let copy = |(j, yj): (usize, &mut [T])| {
                         for co in 0..g.c_out {
-                            ys[j * out_len + co * p..j * out_len + (co + 1) * p]
+                            yj[co * p..(co + 1) * p]
                                 .copy_from_slice(&tmp[co * cols + j * p..co * cols + (j + 1) * p]);
                         }
+                    };
+                    if pl.inner > 1 {
+                        ys.par_chunks_mut(out_len).enumerate().for_each(copy);
+                    } else {
+                        ys.chunks_mut(out_len).enumerate().for_each(copy);
                     }
                 }
                 i += gi;
@@ -342,15 +312,29 @@ pub(crate) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
     y
 }
 
-/// Gathers images [img0, img0+gi) of dy (N, C_out, P) into (C_out, gi·P).
-fn gather_dy<T: WithDType>(dy: &[T], g: &Geom, img0: usize, gi: usize, dst: &mut Vec<T>) {
+/// Gathers images [img0, img0+gi) of dy (N, C_out, P) into (C_out, gi·P), output channels shared
+/// out over `threads`.
+fn gather_dy<T: WithDType>(
+    dy: &[T],
+    g: &Geom,
+    img0: usize,
+    gi: usize,
+    dst: &mut Vec<T>,
+    threads: usize,
+) {
     let (p, out_len, cols) = (g.p(), g.out_len(), gi * g.p());
     dst.resize(g.c_out * cols, T::zero());
-    for j in 0..gi {
-        for co in 0..g.c_out {
+    let one = |(co, row): (usize, &mut [T])| {
+        for j in 0..gi {
             let src = &dy[(img0 + j) * out_len + co * p..(img0 + j) * out_len + (co + 1) * p];
-            dst[co * cols + j * p..co * cols + (j + 1) * p].copy_from_slice(src);
+            row[j * p..(j + 1) * p].copy_from_slice(src);
         }
+    };
+    let dst = &mut dst[..g.c_out * cols];
+    if threads > 1 {
+        dst.par_chunks_mut(cols).enumerate().for_each(one);
+    } else {
+        dst.chunks_mut(cols).enumerate().for_each(one);
     }
 }
 
@@ -361,7 +345,7 @@ pub(crate) fn grad_input<T: WithDType>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let pl = plan(g);
     let pieces = split_mut(&mut dx, pl.chunks.iter().map(|c| c.1), in_len);
     // W^T as a (K, C_out) view of the row-major (C_out, K) weight.
-    let wt = SendPtr(Mat {
+    let wt = Shared(Mat {
         ptr: w.as_ptr(),
         rs: 1,
         cs: k as isize,
@@ -385,7 +369,7 @@ pub(crate) fn grad_input<T: WithDType>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
                         cs: 1,
                     }
                 } else {
-                    gather_dy(dy, g, img0, gi, &mut dyg);
+                    gather_dy(dy, g, img0, gi, &mut dyg, pl.inner);
                     Mat {
                         ptr: dyg.as_ptr(),
                         rs: cols as isize,
@@ -400,13 +384,13 @@ pub(crate) fn grad_input<T: WithDType>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
                     col.resize(k * cols, T::zero());
                     // SAFETY: W^T (K, C_out), dy (C_out, g·P), col (K, g·P).
                     unsafe { gemm_rm(k, cols, g.c_out, &mut col, false, wt, rhs, pl.inner) };
-                    for j in 0..gi {
-                        col2im(
-                            &col[j * p..],
-                            g,
-                            cols,
-                            &mut dxchunk[(i + j) * in_len..(i + j + 1) * in_len],
-                        );
+                    let col = &col;
+                    let back = |(j, dxj): (usize, &mut [T])| col2im(&col[j * p..], g, cols, dxj);
+                    let dxs = &mut dxchunk[i * in_len..(i + gi) * in_len];
+                    if pl.inner > 1 {
+                        dxs.par_chunks_mut(in_len).enumerate().for_each(back);
+                    } else {
+                        dxs.chunks_mut(in_len).enumerate().for_each(back);
                     }
                 }
                 i += gi;
@@ -438,7 +422,7 @@ pub(crate) fn grad_weight<T: WithDType>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
                         cs: 1,
                     }
                 } else {
-                    gather_dy(dy, g, img0, gi, &mut dyg);
+                    gather_dy(dy, g, img0, gi, &mut dyg, pl.inner);
                     Mat {
                         ptr: dyg.as_ptr(),
                         rs: cols as isize,
@@ -454,14 +438,7 @@ pub(crate) fn grad_weight<T: WithDType>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
                     }
                 } else {
                     col.resize(k * cols, T::zero());
-                    for j in 0..gi {
-                        im2col(
-                            &x[(img0 + j) * in_len..(img0 + j + 1) * in_len],
-                            g,
-                            &mut col[j * p..],
-                            cols,
-                        );
-                    }
+                    im2col_group(x, g, img0, gi, &mut col, pl.inner);
                     Mat {
                         ptr: col.as_ptr(),
                         rs: 1,
@@ -483,17 +460,6 @@ pub(crate) fn grad_weight<T: WithDType>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
         }
     }
     dw
-}
-
-/// A raw matrix view shared read-only across rayon workers.
-struct SendPtr<T>(Mat<T>);
-// SAFETY: the pointee is an immutable slice that outlives the parallel section.
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    fn get(&self) -> Mat<T> {
-        self.0
-    }
 }
 
 fn geom_of(l1: &Layout, l2: &Layout, stride: usize, pad: usize) -> candle_core::Result<Geom> {
