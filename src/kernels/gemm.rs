@@ -298,6 +298,7 @@ mod tests {
     use super::*;
 
     /// Naive f64 product of two strided views.
+    #[allow(clippy::too_many_arguments)]
     fn naive(
         m: usize,
         n: usize,

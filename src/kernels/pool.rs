@@ -7,12 +7,18 @@
 //! window offsets is one strided view of the padded input; the pool is their element-wise
 //! maximum (or mean), so autograd gives the exact gradient.
 //!
-//! Ties in max pooling (equal values in one window) share the gradient between the tied cells
-//! (candle's `maximum` backward) instead of giving it all to the first one as PyTorch does; the
-//! total reaching the window is the same. In a ResNet ties only occur between ReLU zeros, whose
-//! gradient the ReLU discards anyway.
+//! Max pooling on CPU (f32/f64, with the fast CPU kernels on: [`super::fast_cpu`]) is instead one
+//! custom op, forward and backward: the composite above costs k² = 9 full passes forward and
+//! ~5k² backward (each view's `maximum` mask, zero-padding by concatenation, accumulation) on the
+//! network's largest activation (docs/performance.md); the op reads the input once each way.
+//!
+//! Ties in max pooling (equal values in one window): the composite shares the gradient between
+//! the tied cells (candle's `maximum` backward), the fast op gives it all to the first one in
+//! row-major window order, as PyTorch does; the total reaching the window is the same. In a ResNet
+//! ties only occur between ReLU zeros, whose gradient the ReLU discards anyway.
 
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -150,10 +156,205 @@ fn reduce_windows(
 /// (padded cells never win: they hold -inf). Output (N, C, H_out, W_out) with
 /// H_out = floor((H + 2 padding - kernel) / stride) + 1. `padding <= kernel / 2`.
 /// Differentiable, with the exact gradient for any kernel and stride.
+/// On CPU with the fast kernels on (the default) one custom op; else (CUDA, other dtypes,
+/// `SPECTRAL_FAST_CONV=0`) [`max_pool2d_stock`].
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let fast = super::fast_cpu()
+        && x.device().is_cpu()
+        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
+    if !fast {
+        return max_pool2d_stock(x, kernel, stride, padding);
+    }
+    let (ho, wo) = check_args(x, kernel, stride, padding)?;
+    let op = MaxPoolOp {
+        g: PoolGeom::new(x.dims4()?, kernel, stride, padding, (ho, wo)),
+    };
+    Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+/// [`max_pool2d`] from candle's differentiable ops (the k² strided views and `maximum`): the
+/// reference for the fast op, and the path on CUDA.
+pub fn max_pool2d_stock(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
     reduce_windows(x, kernel, stride, padding, f64::NEG_INFINITY, |a, b| {
         a.maximum(b)
     })
+}
+
+/// Geometry of one max pool: input planes (n·c of h × w), square window, output ho × wo.
+#[derive(Clone, Copy, Debug)]
+struct PoolGeom {
+    planes: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl PoolGeom {
+    fn new(
+        (n, c, h, w): (usize, usize, usize, usize),
+        k: usize,
+        s: usize,
+        p: usize,
+        (ho, wo): (usize, usize),
+    ) -> Self {
+        Self {
+            planes: n * c,
+            h,
+            w,
+            k,
+            s,
+            p,
+            ho,
+            wo,
+        }
+    }
+
+    /// Input index (in its plane) of the first maximum of output cell (oy, ox); `None` if the
+    /// window holds only padding (impossible with padding <= kernel / 2, checked upstream).
+    #[inline]
+    fn argmax<T: WithDType>(&self, plane: &[T], oy: usize, ox: usize) -> Option<usize> {
+        let y0 = (oy * self.s) as isize - self.p as isize;
+        let x0 = (ox * self.s) as isize - self.p as isize;
+        let (ya, yb) = (
+            y0.max(0) as usize,
+            ((y0 + self.k as isize).min(self.h as isize)) as usize,
+        );
+        let (xa, xb) = (
+            x0.max(0) as usize,
+            ((x0 + self.k as isize).min(self.w as isize)) as usize,
+        );
+        let mut best: Option<(usize, T)> = None;
+        for y in ya..yb {
+            for x in xa..xb {
+                let v = plane[y * self.w + x];
+                // PyTorch's rule: strictly greater (the first maximum wins), and a NaN always
+                // takes the cell, so a NaN in the window propagates.
+                match best {
+                    Some((_, b)) if !(v > b || v.to_f64().is_nan()) => {}
+                    _ => best = Some((y * self.w + x, v)),
+                }
+            }
+        }
+        best.map(|b| b.0)
+    }
+}
+
+fn max_pool_fwd<T: WithDType>(x: &[T], g: &PoolGeom) -> Vec<T> {
+    let (inp, out) = (g.h * g.w, g.ho * g.wo);
+    let mut y = vec![T::zero(); g.planes * out];
+    y.par_chunks_mut(out)
+        .zip(x.par_chunks(inp))
+        .for_each(|(yp, xp)| {
+            for oy in 0..g.ho {
+                for ox in 0..g.wo {
+                    yp[oy * g.wo + ox] = match g.argmax(xp, oy, ox) {
+                        Some(i) => xp[i],
+                        None => T::from_f64(f64::NEG_INFINITY),
+                    };
+                }
+            }
+        });
+    y
+}
+
+fn max_pool_bwd<T: WithDType>(x: &[T], dy: &[T], g: &PoolGeom) -> Vec<T> {
+    let (inp, out) = (g.h * g.w, g.ho * g.wo);
+    let mut dx = vec![T::zero(); g.planes * inp];
+    dx.par_chunks_mut(inp)
+        .zip(x.par_chunks(inp).zip(dy.par_chunks(out)))
+        .for_each(|(dxp, (xp, dyp))| {
+            for oy in 0..g.ho {
+                for ox in 0..g.wo {
+                    if let Some(i) = g.argmax(xp, oy, ox) {
+                        dxp[i] += dyp[oy * g.wo + ox];
+                    }
+                }
+            }
+        });
+    dx
+}
+
+/// Forward op of the fast max pool; its backward is [`MaxPoolGradOp`].
+struct MaxPoolOp {
+    g: PoolGeom,
+}
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "spectral-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(max_pool_fwd(
+                super::contiguous::<f32>(s, l, "fast max pool: input")?,
+                &g,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(max_pool_fwd(
+                super::contiguous::<f64>(s, l, "fast max pool: input")?,
+                &g,
+            )),
+            _ => candle_core::bail!("fast max pool: f32 or f64 input required"),
+        };
+        let (n, c, _, _) = l.shape().dims4()?;
+        Ok((out, Shape::from((n, c, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let dy = grad_res.contiguous()?;
+        Ok(Some(
+            arg.apply_op2_no_bwd(&dy, &MaxPoolGradOp { g: self.g })?,
+        ))
+    }
+}
+
+/// `x.apply_op2_no_bwd(dy, MaxPoolGradOp)` -> dx: each window's gradient to its first maximum.
+struct MaxPoolGradOp {
+    g: PoolGeom,
+}
+
+impl CustomOp2 for MaxPoolGradOp {
+    fn name(&self) -> &'static str {
+        "spectral-max-pool2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        if l1.shape().elem_count() != g.planes * g.h * g.w
+            || l2.shape().elem_count() != g.planes * g.ho * g.wo
+        {
+            candle_core::bail!(
+                "fast max pool grad: unexpected shapes {:?} {:?}",
+                l1.shape(),
+                l2.shape()
+            );
+        }
+        let f32_ = |a: &[f32], b: &[f32]| max_pool_bwd(a, b, &g);
+        let f64_ = |a: &[f64], b: &[f64]| max_pool_bwd(a, b, &g);
+        let out = super::dispatch2("fast max pool grad", s1, l1, s2, l2, f32_, f64_)?;
+        Ok((out, l1.shape().clone()))
+    }
 }
 
 /// Average pooling over (N, C, H, W) with a square `kernel` and `stride`, no padding.
@@ -250,19 +451,26 @@ mod tests {
         ((1, 1, 4, 4), 1, 1, 0),
     ];
 
+    type MaxPool = fn(&Tensor, usize, usize, usize) -> Result<Tensor>;
+    /// Both max pools: the fast op (f32/f64 on CPU; the fast path is on in tests) and the
+    /// composite of candle ops.
+    const MAX_POOLS: [(&str, MaxPool); 2] = [("fast", max_pool2d), ("stock", max_pool2d_stock)];
+
     #[test]
     fn max_pool_forward_matches_naive_loop() {
         let dev = Device::Cpu;
         for (i, &(shape, k, s, p)) in CASES.iter().enumerate() {
-            let x = random(shape, i as u64);
-            let t = Tensor::from_vec(x.clone(), shape, &dev).unwrap();
-            let got = max_pool2d(&t, k, s, p).unwrap();
-            let want = naive(&x, shape, k, s, p, true);
-            assert_eq!(
-                got.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
-                want,
-                "{shape:?} k{k} s{s} p{p}"
-            );
+            for (name, pool) in MAX_POOLS {
+                let x = random(shape, i as u64);
+                let t = Tensor::from_vec(x.clone(), shape, &dev).unwrap();
+                let got = pool(&t, k, s, p).unwrap();
+                let want = naive(&x, shape, k, s, p, true);
+                assert_eq!(
+                    got.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+                    want,
+                    "{name} {shape:?} k{k} s{s} p{p}"
+                );
+            }
         }
     }
 
@@ -290,16 +498,16 @@ mod tests {
     }
 
     /// Central finite differences of L = sum(pool(x) * r) against autograd, in f64.
-    fn check_fd(max: bool) {
+    fn check_fd(max: Option<MaxPool>) {
         let dev = Device::Cpu;
         for (i, &(shape, k, s, p)) in CASES.iter().enumerate() {
-            if !max && p > 0 {
+            if max.is_none() && p > 0 {
                 continue;
             }
             let x = random(shape, 200 + i as u64);
             let pool = |t: &Tensor| {
-                if max {
-                    max_pool2d(t, k, s, p).unwrap()
+                if let Some(max_pool) = max {
+                    max_pool(t, k, s, p).unwrap()
                 } else {
                     avg_pool2d(t, k, s).unwrap()
                 }
@@ -342,7 +550,7 @@ mod tests {
                 assert!(
                     (fd - g[j]).abs() < 1e-7,
                     "{} {shape:?} k{k} s{s} p{p} element {j}: autograd {} vs fd {fd}",
-                    if max { "max" } else { "avg" },
+                    if max.is_some() { "max" } else { "avg" },
                     g[j]
                 );
             }
@@ -351,12 +559,83 @@ mod tests {
 
     #[test]
     fn max_pool_gradient_matches_finite_differences() {
-        check_fd(true);
+        for (_, pool) in MAX_POOLS {
+            check_fd(Some(pool));
+        }
     }
 
     #[test]
     fn avg_pool_gradient_matches_finite_differences() {
-        check_fd(false);
+        check_fd(None);
+    }
+
+    /// The fast op against the composite in f32 on a ResNet stem shape (no ties: continuous
+    /// random input), forward and input gradient, and PyTorch's rules where they differ: a tie
+    /// gives the whole gradient to the first maximum, a NaN propagates.
+    #[test]
+    fn fast_max_pool_matches_stock_and_pytorch_rules() {
+        let dev = Device::Cpu;
+        let shape = (3, 5, 17, 14);
+        let x: Vec<f32> = random(shape, 7).iter().map(|&v| v as f32).collect();
+        let var = Var::from_tensor(&Tensor::from_vec(x, shape, &dev).unwrap()).unwrap();
+        let r = Tensor::from_vec(
+            random((3, 5, 9, 7), 8)
+                .iter()
+                .map(|&v| v as f32)
+                .collect::<Vec<_>>(),
+            (3, 5, 9, 7),
+            &dev,
+        )
+        .unwrap();
+        let run = |pool: MaxPool| {
+            let y = pool(var.as_tensor(), 3, 2, 1).unwrap();
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (flat(&y), flat(g.get(&var).unwrap()))
+        };
+        let (yf, gf) = run(max_pool2d);
+        let (ys, gs) = run(max_pool2d_stock);
+        assert_eq!(yf, ys);
+        for (a, b) in gf.iter().zip(&gs) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        // Ties and NaN: a 1x1x2x3 input, kernel 2, stride 1.
+        let x = Var::from_tensor(
+            &Tensor::new(&[[[[1f32, 1.0, 0.0], [0.0, f32::NAN, 2.0]]]], &dev).unwrap(),
+        )
+        .unwrap();
+        let y = max_pool2d(x.as_tensor(), 2, 1, 0).unwrap();
+        let yv = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(yv[0].is_nan() && yv[1].is_nan(), "{yv:?}");
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let gv = g
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(gv, vec![0.0, 0.0, 0.0, 0.0, 2.0, 0.0]);
+        let x =
+            Var::from_tensor(&Tensor::new(&[[[[1f32, 1.0], [1.0, 1.0]]]], &dev).unwrap()).unwrap();
+        let g = max_pool2d(x.as_tensor(), 2, 2, 0)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gv = g
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(
+            gv,
+            vec![1.0, 0.0, 0.0, 0.0],
+            "a tie goes to the first maximum"
+        );
     }
 
     #[test]
