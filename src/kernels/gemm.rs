@@ -1,5 +1,5 @@
 //! The one matrix product behind the fast CPU kernels: OpenBLAS (cargo feature `openblas`, on by
-//! default) or the `gemm` crate that candle itself uses.
+//! default, when build.rs finds the system library) or the `gemm` crate that candle itself uses.
 //!
 //! Why two. Measured on this project's 2-core AMD EPYC (AVX2 + FMA, no AVX-512;
 //! `examples/gemm_probe.rs` against numpy's OpenBLAS on the same shapes, docs/performance.md):
@@ -20,7 +20,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use candle_core::{DType, WithDType};
+use candle_core::WithDType;
 use rayon::prelude::*;
 
 /// Row-major strided matrix view: element (i, j) at `ptr[i·rs + j·cs]`; one of `rs`, `cs` is 1.
@@ -51,10 +51,11 @@ pub enum GemmBackend {
 static BACKEND: AtomicU8 = AtomicU8::new(0);
 
 /// Chooses the GEMM of the fast kernels for the whole process (overrides `SPECTRAL_GEMM`).
-/// Asking for OpenBLAS in a build without the `openblas` feature keeps the `gemm` crate.
+/// Asking for OpenBLAS in a build without it (feature off, or no system library found at build
+/// time) keeps the `gemm` crate.
 pub fn set_gemm_backend(b: GemmBackend) {
     let v = match b {
-        GemmBackend::OpenBlas if cfg!(feature = "openblas") => 2,
+        GemmBackend::OpenBlas if cfg!(spectral_openblas) => 2,
         _ => 1,
     };
     BACKEND.store(v, Ordering::Relaxed);
@@ -160,8 +161,8 @@ unsafe fn block<T: WithDType>(
     rhs: Mat<T>,
     blas: bool,
 ) {
-    #[cfg(feature = "openblas")]
-    if blas && matches!(T::DTYPE, DType::F32 | DType::F64) {
+    #[cfg(spectral_openblas)]
+    if blas && matches!(T::DTYPE, candle_core::DType::F32 | candle_core::DType::F64) {
         openblas::gemm(m, n, k, dst, ldc, accumulate, lhs, rhs);
         return;
     }
@@ -189,18 +190,15 @@ unsafe fn block<T: WithDType>(
     )
 }
 
-#[cfg(feature = "openblas")]
+#[cfg(spectral_openblas)]
 mod openblas {
     use super::Mat;
     use candle_core::{DType, WithDType};
     use cblas_sys::{cblas_dgemm, cblas_sgemm, CblasNoTrans, CblasRowMajor, CblasTrans};
     use std::os::raw::c_int;
 
-    // Links the system library (Debian: libopenblas-dev). Hand-declared instead of the
-    // `openblas-src` crate: its `system` feature still builds a source downloader (ureq + TLS)
-    // as a build dependency, minutes of cold build for one linker flag. `openblas_set_num_threads`
-    // is OpenBLAS's own extension, not in CBLAS (so not in `cblas-sys`).
-    #[link(name = "openblas")]
+    // build.rs links the system library (Debian: libopenblas-dev) when it finds it.
+    // `openblas_set_num_threads` is OpenBLAS's own extension, not in CBLAS (so not in `cblas-sys`).
     extern "C" {
         fn openblas_set_num_threads(n: c_int);
     }

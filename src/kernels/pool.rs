@@ -232,19 +232,22 @@ impl PoolGeom {
             x0.max(0) as usize,
             ((x0 + self.k as isize).min(self.w as isize)) as usize,
         );
-        let mut best: Option<(usize, T)> = None;
+        if ya >= yb || xa >= xb {
+            return None;
+        }
+        let mut best = (ya * self.w + xa, plane[ya * self.w + xa]);
         for y in ya..yb {
-            for x in xa..xb {
-                let v = plane[y * self.w + x];
+            let row = &plane[y * self.w + xa..y * self.w + xb];
+            for (i, &v) in row.iter().enumerate() {
                 // PyTorch's rule: strictly greater (the first maximum wins), and a NaN always
-                // takes the cell, so a NaN in the window propagates.
-                match best {
-                    Some((_, b)) if !(v > b || v.to_f64().is_nan()) => {}
-                    _ => best = Some((y * self.w + x, v)),
+                // takes the cell (`v != v`), so a NaN in the window propagates.
+                #[allow(clippy::eq_op)]
+                if v > best.1 || v != v {
+                    best = (y * self.w + xa + i, v);
                 }
             }
         }
-        best.map(|b| b.0)
+        Some(best.0)
     }
 }
 
