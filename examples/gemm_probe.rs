@@ -1,62 +1,54 @@
+//! GFLOP/s of the fast kernels' two GEMM backends (OpenBLAS, the `gemm` crate) on the product
+//! shapes of ResNet-18/50 convolutions, single- and multi-threaded (docs/performance.md):
+//!
+//! ```text
+//! cargo run --example gemm_probe -- [THREADS]        # default: 1 and 2
+//! ```
+//! numpy's `a @ b` on the same shapes is the outside reference (scripts/gemm_probe.py).
+
 use std::time::Instant;
+
+use spectral_transfer::kernels::gemm::{gemm_backend, matmul, set_gemm_backend, GemmBackend};
+
+/// (m, k, n): C_out x (C_in·kH·kW) x (columns of one grouped product).
+const SHAPES: &[(usize, usize, usize)] = &[
+    (64, 576, 3136),
+    (128, 1152, 784),
+    (256, 2304, 784),
+    (512, 4608, 784),
+    (256, 64, 3136),
+    (64, 256, 3136),
+    (1024, 256, 784),
+];
+
 fn main() {
-    let shapes: &[(usize, usize, usize)] = &[
-        (64, 576, 3136),
-        (128, 1152, 784),
-        (256, 2304, 196 * 4),
-        (512, 4608, 49 * 16),
-        (256, 64, 3136),
-        (64, 256, 3136),
-        (1024, 256, 196 * 4),
-        (512, 512, 512),
-        (1024, 1024, 1024),
-    ];
-    let threads: usize = std::env::var("T")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    for &(m, k, n) in shapes {
-        let a = vec![1.0f32; m * k];
-        let b = vec![0.5f32; k * n];
-        let mut c = vec![0f32; m * n];
-        let par = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        let run = |c: &mut [f32]| unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.as_ptr(),
-                1,
-                k as isize,
-                b.as_ptr(),
-                1,
-                n as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            )
-        };
-        run(&mut c);
-        let reps = ((2e9 / (2.0 * (m * n * k) as f64)) as usize).max(3);
-        let t = Instant::now();
-        for _ in 0..reps {
-            run(&mut c);
+    let threads: Vec<usize> = match std::env::args().nth(1) {
+        Some(t) => vec![t.parse().expect("THREADS must be a number")],
+        None => vec![1, 2],
+    };
+    println!("| m x k x n | threads | OpenBLAS GFLOP/s | gemm crate GFLOP/s |\n|---|---|---|---|");
+    for &(m, k, n) in SHAPES {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 * 0.01).collect();
+        for &t in &threads {
+            let mut rates = Vec::new();
+            for backend in [GemmBackend::OpenBlas, GemmBackend::GemmCrate] {
+                set_gemm_backend(backend);
+                if gemm_backend() != backend {
+                    rates.push("not built".to_string());
+                    continue;
+                }
+                let flops = 2.0 * (m * n * k) as f64;
+                let reps = ((4e9 / flops) as usize).max(3);
+                std::hint::black_box(matmul(&a, &b, m, k, n, t));
+                let start = Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(matmul(&a, &b, m, k, n, t));
+                }
+                let secs = start.elapsed().as_secs_f64() / reps as f64;
+                rates.push(format!("{:.1}", flops / secs / 1e9));
+            }
+            println!("| {m} x {k} x {n} | {t} | {} | {} |", rates[0], rates[1]);
         }
-        let dt = t.elapsed().as_secs_f64() / reps as f64;
-        println!(
-            "{m}x{k}x{n}: {:.1} GFLOP/s",
-            2.0 * (m * n * k) as f64 / dt / 1e9
-        );
     }
 }

@@ -304,7 +304,7 @@ impl Block {
             Some(d) => kernels::batch_norm(&d.bn, &d.conv.forward(x)?, train, false)?,
             None => x.clone(),
         };
-        Ok((h + identity)?.relu()?)
+        kernels::add_relu(&h, &identity)
     }
 }
 

@@ -82,6 +82,37 @@ pub fn gemm_backend() -> GemmBackend {
     }
 }
 
+/// C (m, n) = A (m, k) · B (k, n), all row-major and contiguous, on `threads` threads, with the
+/// fast kernels' GEMM ([`gemm_backend`]). For benchmarks and checks of the backends
+/// (`examples/gemm_probe.rs`); the kernels call the strided form directly.
+pub fn matmul<T: WithDType>(
+    a: &[T],
+    b: &[T],
+    m: usize,
+    k: usize,
+    n: usize,
+    threads: usize,
+) -> Vec<T> {
+    assert!(
+        a.len() == m * k && b.len() == k * n,
+        "matmul: operands are not (m, k) and (k, n)"
+    );
+    let mut c = vec![T::zero(); m * n];
+    let lhs = Mat {
+        ptr: a.as_ptr(),
+        rs: k as isize,
+        cs: 1,
+    };
+    let rhs = Mat {
+        ptr: b.as_ptr(),
+        rs: n as isize,
+        cs: 1,
+    };
+    // SAFETY: the views cover the checked slices; `c` holds m·n elements.
+    unsafe { gemm_rm(m, n, k, &mut c, false, lhs, rhs, threads) };
+    c
+}
+
 /// Below this many multiply-adds a product is not worth splitting over threads.
 const SPLIT_MIN_MACS: usize = 1 << 18;
 

@@ -5,17 +5,21 @@
 //! - [`conv`]: 2-D convolution (stock candle, or the fast CPU path);
 //! - [`pool`]: max and average pooling with a correct backward for any kernel/stride;
 //! - [`batch_norm`]: BatchNorm, fused with the following ReLU (stock candle-nn, or the fast
-//!   CPU path).
+//!   CPU path);
+//! - [`residual`]: the residual block's `relu(h + identity)`, fused on CPU;
+//! - [`gemm`]: the one matrix product of the fast kernels (OpenBLAS or the `gemm` crate).
 
 pub mod batch_norm;
 pub mod conv;
 pub mod gemm;
 pub mod pool;
+pub mod residual;
 
 pub use batch_norm::batch_norm;
 pub use conv::{conv2d, fast_cpu, set_fast_cpu, without_weight_grads};
 pub use gemm::{gemm_backend, set_gemm_backend, GemmBackend};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
+pub use residual::add_relu;
 
 /// The contiguous slice of a CPU storage behind `l`, as `T`; `what` names the operand in the
 /// error (e.g. "fast conv2d: lhs").
