@@ -4,7 +4,9 @@
 #      where it finishes in minutes (conv stacks at 64 px, the whole models at 32-64 px);
 #   2. PyTorch (scripts/bench_torch.py) on the same workloads, same threads, batch 16;
 #   3. peak RSS of one ResNet-50 224 px input-gradient pass at batch 16, each in its own process;
-#   4. the Markdown ratio table (candle img/s over PyTorch img/s; > 1: candle faster).
+#   4. the Markdown ratio table (candle img/s over PyTorch img/s; > 1: candle faster);
+#   5. GFLOP/s of the fast kernels' GEMM backends (OpenBLAS, the gemm crate) and of numpy on the
+#      convolutions' product shapes, 1 and THREADS threads.
 # Usage: scripts/speed-table.sh [OUT_DIR] (default target/speed); THREADS=2 REPS=3 by default.
 # Needs a venv with torch: TORCH_VENV (default /work/venv-speed):
 #   python3 -m venv "$TORCH_VENV" && "$TORCH_VENV"/bin/pip install torch==2.15.0 numpy==2.3.5
@@ -17,7 +19,7 @@ THREADS="${THREADS:-2}"
 REPS="${REPS:-3}"
 py="${TORCH_VENV:-/work/venv-speed}/bin/python"
 export CARGO_INCREMENTAL=0 RAYON_NUM_THREADS="$THREADS"
-cargo build --example speed_table
+cargo build --example speed_table --example gemm_probe
 ex=target/debug/examples/speed_table
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -65,3 +67,11 @@ PY
 echo "== table"
 "$py" scripts/bench_torch.py --threads "$THREADS" --reps "$REPS" --from "$out/torch.json" --candle "$out/candle.json" \
   | tee "$out/table.md"
+
+echo "== GEMM backends (examples/gemm_probe.rs) and numpy (scripts/gemm_probe.py)"
+{
+  target/debug/examples/gemm_probe 1
+  target/debug/examples/gemm_probe "$THREADS" | tail -n +3
+  OPENBLAS_NUM_THREADS=1 "$py" scripts/gemm_probe.py
+  OPENBLAS_NUM_THREADS="$THREADS" "$py" scripts/gemm_probe.py
+} | tee "$out/gemm.md"
