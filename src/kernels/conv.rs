@@ -94,15 +94,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     };
     let dtype_ok = matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == w.dtype();
     if fast_cpu() && x.device().is_cpu() && w.device().is_cpu() && dtype_ok {
-        let x = x.contiguous()?;
-        let w = w.contiguous()?;
-        Ok(x.apply_op2(
-            &w,
-            cpu::Conv2dOp {
-                stride,
-                pad: padding,
-            },
-        )?)
+        conv2d_fast(x, w, stride, padding)
     } else {
         Ok(x.conv2d(w, padding, stride, 1, 1)?)
     }
@@ -113,8 +105,10 @@ pub fn conv2d_stock(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Re
     Ok(x.conv2d(w, padding, stride, 1, 1)?)
 }
 
-/// The fast CPU convolution, whatever the switch says; f32/f64 CPU tensors only.
+/// The fast CPU convolution, whatever the switch says; f32/f64 CPU tensors only. The first call
+/// raises glibc's malloc thresholds ([`super::tune_allocator`]).
 pub fn conv2d_fast(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    super::tune_allocator();
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     Ok(x.apply_op2(

@@ -7,14 +7,17 @@
 //! - [`batch_norm`]: BatchNorm, fused with the following ReLU (stock candle-nn, or the fast
 //!   CPU path);
 //! - [`residual`]: the residual block's `relu(h + identity)`, fused on CPU;
-//! - [`gemm`]: the one matrix product of the fast kernels (OpenBLAS or the `gemm` crate).
+//! - [`gemm`]: the one matrix product of the fast kernels (OpenBLAS or the `gemm` crate);
+//! - [`alloc`]: glibc's malloc thresholds, raised so that freed activations are reused.
 
+pub mod alloc;
 pub mod batch_norm;
 pub mod conv;
 pub mod gemm;
 pub mod pool;
 pub mod residual;
 
+pub use alloc::tune_allocator;
 pub use batch_norm::batch_norm;
 pub use conv::{conv2d, fast_cpu, set_fast_cpu, without_weight_grads};
 pub use gemm::{gemm_backend, set_gemm_backend, GemmBackend};
