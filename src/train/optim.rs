@@ -5,7 +5,8 @@
 //! term added to the gradient. Both follow PyTorch's `torch.optim.Adam` / `AdamW` update.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var, WithDType};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -107,16 +108,212 @@ impl Adam {
                 _ => g.clone(),
             }
             .detach();
+            let decay = match self.kind {
+                OptimizerKind::AdamW if wd != 0.0 => 1.0 - lr * wd,
+                _ => 1.0,
+            };
+            if fused_ok(&slot.var, &slot.m, &slot.v, &g) {
+                // The same update in three in-place passes (moments, then the weights) instead
+                // of about twelve allocating candle ops, most of them single-threaded.
+                slot.m.inplace_op2(
+                    &g,
+                    &Ema {
+                        beta: BETA1,
+                        square: false,
+                    },
+                )?;
+                slot.v.inplace_op2(
+                    &g,
+                    &Ema {
+                        beta: BETA2,
+                        square: true,
+                    },
+                )?;
+                let step = Step {
+                    lr,
+                    bc1,
+                    bc2,
+                    decay,
+                };
+                slot.var.as_tensor().inplace_op3(&slot.m, &slot.v, &step)?;
+                continue;
+            }
             // detached: the moments must not keep the autograd graph of past steps alive
             slot.m = ((&slot.m * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();
             slot.v = ((&slot.v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
             let denom = ((&slot.v / bc2)?.sqrt()? + EPS)?;
             let update = ((&slot.m / bc1)? / denom)?;
-            let theta = match self.kind {
-                OptimizerKind::AdamW if wd != 0.0 => (theta * (1.0 - lr * wd))?,
-                _ => theta,
+            let theta = if decay != 1.0 {
+                (theta * decay)?
+            } else {
+                theta
             };
             slot.var.set(&(theta - (update * lr)?)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the in-place CPU update applies: the fast CPU kernels on, CPU, one float dtype,
+/// contiguous tensors (the moments and weights are; a gradient may not be).
+fn fused_ok(var: &Var, m: &Tensor, v: &Tensor, g: &Tensor) -> bool {
+    let t = var.as_tensor();
+    crate::kernels::fast_cpu()
+        && t.device().is_cpu()
+        && matches!(t.dtype(), DType::F32 | DType::F64)
+        && [m, v, g].iter().all(|x| x.dtype() == t.dtype())
+        && [t, m, v, g].iter().all(|x| x.is_contiguous())
+}
+
+/// Work items of the in-place passes (elements).
+const CHUNK: usize = 1 << 14;
+
+fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
+    crate::kernels::contiguous(s, l, "Adam update")
+}
+
+fn slice_mut<'a, T: WithDType>(
+    s: &'a mut CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a mut [T]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("Adam update: non-contiguous tensor".into()))?;
+    let data: &mut [T] = match (s, T::DTYPE) {
+        (CpuStorage::F32(d), DType::F32) => {
+            // SAFETY: T is f32 here (checked by the dtype match).
+            unsafe { std::slice::from_raw_parts_mut(d.as_mut_ptr() as *mut T, d.len()) }
+        }
+        (CpuStorage::F64(d), DType::F64) => {
+            // SAFETY: T is f64 here (checked by the dtype match).
+            unsafe { std::slice::from_raw_parts_mut(d.as_mut_ptr() as *mut T, d.len()) }
+        }
+        _ => candle_core::bail!("Adam update: f32 or f64 tensors of one dtype required"),
+    };
+    Ok(&mut data[a..b])
+}
+
+/// m ← β·m + (1 − β)·g, or with `square` v ← β·v + (1 − β)·g², in place.
+struct Ema {
+    beta: f64,
+    square: bool,
+}
+
+impl Ema {
+    fn run<T: WithDType>(&self, m: &mut [T], g: &[T]) {
+        let (b, c) = (T::from_f64(self.beta), T::from_f64(1.0 - self.beta));
+        let sq = self.square;
+        let one = |(m, g): (&mut [T], &[T])| {
+            for (m, &g) in m.iter_mut().zip(g) {
+                let g = if sq { g * g } else { g };
+                *m = *m * b + g * c;
+            }
+        };
+        if m.len() <= CHUNK {
+            one((m, g));
+        } else {
+            m.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .for_each(one);
+        }
+    }
+}
+
+impl InplaceOp2 for Ema {
+    fn name(&self) -> &'static str {
+        "spectral-adam-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!(
+                "Adam update: moment {:?} vs gradient {:?}",
+                l1.shape(),
+                l2.shape()
+            );
+        }
+        match s2 {
+            CpuStorage::F32(_) => self.run(slice_mut::<f32>(s1, l1)?, slice::<f32>(s2, l2)?),
+            CpuStorage::F64(_) => self.run(slice_mut::<f64>(s1, l1)?, slice::<f64>(s2, l2)?),
+            _ => candle_core::bail!("Adam update: f32 or f64 gradient required"),
+        }
+        Ok(())
+    }
+}
+
+/// θ ← decay·θ − lr·(m / bc1) / (√(v / bc2) + ε), in place.
+struct Step {
+    lr: f64,
+    bc1: f64,
+    bc2: f64,
+    decay: f64,
+}
+
+impl Step {
+    fn run<T: WithDType>(&self, theta: &mut [T], m: &[T], v: &[T]) {
+        let (lr, bc1, bc2) = (
+            T::from_f64(self.lr),
+            T::from_f64(self.bc1),
+            T::from_f64(self.bc2),
+        );
+        let (decay, eps) = (T::from_f64(self.decay), T::from_f64(EPS));
+        let one = |(th, (m, v)): (&mut [T], (&[T], &[T]))| {
+            for ((th, &m), &v) in th.iter_mut().zip(m).zip(v) {
+                let denom = T::from_f64((v / bc2).to_f64().sqrt()) + eps;
+                *th = *th * decay - (m / bc1) / denom * lr;
+            }
+        };
+        if theta.len() <= CHUNK {
+            one((theta, (m, v)));
+        } else {
+            theta
+                .par_chunks_mut(CHUNK)
+                .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+                .for_each(one);
+        }
+    }
+}
+
+impl InplaceOp3 for Step {
+    fn name(&self) -> &'static str {
+        "spectral-adam-step"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<()> {
+        if l1.shape() != l2.shape() || l1.shape() != l3.shape() {
+            candle_core::bail!(
+                "Adam update: weight {:?} vs moments {:?} {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        match s2 {
+            CpuStorage::F32(_) => self.run(
+                slice_mut::<f32>(s1, l1)?,
+                slice::<f32>(s2, l2)?,
+                slice::<f32>(s3, l3)?,
+            ),
+            CpuStorage::F64(_) => self.run(
+                slice_mut::<f64>(s1, l1)?,
+                slice::<f64>(s2, l2)?,
+                slice::<f64>(s3, l3)?,
+            ),
+            _ => candle_core::bail!("Adam update: f32 or f64 moments required"),
         }
         Ok(())
     }
@@ -127,7 +324,8 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Two steps on f(x) = sum(x^2) / 2 (gradient x), checked against the Adam formulas by hand.
+    /// Two steps on f(x) = sum(x^2) / 2 (gradient x), checked against the Adam formulas by hand
+    /// (the in-place CPU update: the fast kernels are on in tests).
     #[test]
     fn matches_the_adam_update() {
         for (kind, wd) in [
@@ -162,6 +360,66 @@ mod tests {
                 assert!(
                     (got[i] - th[i]).abs() < 1e-12,
                     "{kind:?} wd {wd}: {got:?} vs {th:?}"
+                );
+            }
+        }
+    }
+
+    /// The in-place passes against the candle-op formulas of the fallback path, in f32 on a
+    /// vector long enough to be split over threads (odd length).
+    #[test]
+    fn in_place_update_matches_the_tensor_formulas() {
+        use rand::{Rng, SeedableRng};
+        let dev = Device::Cpu;
+        let n = 100_003;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut r = |scale: f32| -> Tensor {
+            let v: Vec<f32> = (0..n)
+                .map(|_| (rng.random::<f32>() - 0.5) * scale)
+                .collect();
+            Tensor::from_vec(v, n, &dev).unwrap()
+        };
+        let (theta, g, m, v) = (r(2.0), r(0.1), r(0.01), r(0.001).abs().unwrap());
+        let (lr, bc1, bc2, decay) = (1e-3, 0.271, 0.003, 0.9999);
+        let m2 = ((&m * BETA1).unwrap() + (&g * (1.0 - BETA1)).unwrap()).unwrap();
+        let v2 = ((&v * BETA2).unwrap() + (g.sqr().unwrap() * (1.0 - BETA2)).unwrap()).unwrap();
+        let denom = ((&v2 / bc2).unwrap().sqrt().unwrap() + EPS).unwrap();
+        let update = ((&m2 / bc1).unwrap() / denom).unwrap();
+        let want = ((&theta * decay).unwrap() - (update * lr).unwrap()).unwrap();
+        let (tm, tv, tt) = (m.copy().unwrap(), v.copy().unwrap(), theta.copy().unwrap());
+        tm.inplace_op2(
+            &g,
+            &Ema {
+                beta: BETA1,
+                square: false,
+            },
+        )
+        .unwrap();
+        tv.inplace_op2(
+            &g,
+            &Ema {
+                beta: BETA2,
+                square: true,
+            },
+        )
+        .unwrap();
+        tt.inplace_op3(
+            &tm,
+            &tv,
+            &Step {
+                lr,
+                bc1,
+                bc2,
+                decay,
+            },
+        )
+        .unwrap();
+        let flat = |t: &Tensor| t.to_vec1::<f32>().unwrap();
+        for (name, got, want) in [("m", &tm, &m2), ("v", &tv, &v2), ("theta", &tt, &want)] {
+            for (i, (a, b)) in flat(got).iter().zip(flat(want)).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1e-3),
+                    "{name}[{i}]: {a} vs {b}"
                 );
             }
         }
