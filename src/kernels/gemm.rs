@@ -3,11 +3,12 @@
 //!
 //! Why two. Measured on this project's 2-core AMD EPYC (AVX2 + FMA, no AVX-512;
 //! `examples/gemm_probe.rs` against numpy's OpenBLAS on the same shapes, docs/performance.md):
-//! single-threaded, `gemm` 0.19 reaches 21-23 GFLOP/s on the convolution shapes of ResNet-18/50,
-//! OpenBLAS 0.3 67-94 GFLOP/s (close to the core's FMA peak). The fast convolution runs one
-//! single-threaded product per thread on groups of images, so the single-thread rate is what counts.
-//! `gemm` stays as the fallback for builds without a system OpenBLAS (`--no-default-features`) and
-//! for comparison at run time (`SPECTRAL_GEMM=gemm`).
+//! single-threaded, `gemm` 0.19 reaches 21-44 GFLOP/s on the convolution shapes of ResNet-18/50
+//! (it varies between runs), OpenBLAS 0.3 70-93 GFLOP/s (close to the core's FMA peak). The fast
+//! convolution runs one single-threaded product per thread on groups of images, so the
+//! single-thread rate is what counts. `gemm` stays as the fallback for builds without a system
+//! OpenBLAS (not found, or `--no-default-features`) and for comparison at run time
+//! (`SPECTRAL_GEMM=gemm`).
 //!
 //! Threads. OpenBLAS is told to use one thread (`openblas_set_num_threads(1)`, a no-op in the
 //! serial build Debian's `libopenblas-serial-dev` installs): parallelism is ours, so that it never
