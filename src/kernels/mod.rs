@@ -24,6 +24,23 @@ pub use gemm::{gemm_backend, set_gemm_backend, GemmBackend};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use residual::add_relu;
 
+/// `f((i, chunk))` for the consecutive `size`-element chunks of `v`, over the rayon pool when
+/// `parallel` (the kernels share out their own loops only when the product above them is not
+/// already split over the threads).
+pub(crate) fn for_each_chunk<T: Send>(
+    v: &mut [T],
+    size: usize,
+    parallel: bool,
+    f: impl Fn((usize, &mut [T])) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    if parallel {
+        v.par_chunks_mut(size).enumerate().for_each(f);
+    } else {
+        v.chunks_mut(size).enumerate().for_each(f);
+    }
+}
+
 /// The contiguous slice of a CPU storage behind `l`, as `T`; `what` names the operand in the
 /// error (e.g. "fast conv2d: lhs").
 pub(crate) fn contiguous<'a, T: candle_core::WithDType>(

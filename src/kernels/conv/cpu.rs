@@ -1,5 +1,6 @@
 //! Fast CPU 2-D convolution: forward, input gradient and weight gradient as candle custom ops,
-//! built on the blocked GEMM of the `gemm` crate (the one candle itself uses) with im2col/col2im.
+//! built on one matrix product ([`crate::kernels::gemm`]: OpenBLAS or the `gemm` crate) with
+//! im2col/col2im.
 //!
 //! Why hand-written: candle 0.11 computes the input gradient of a convolution with a direct
 //! `conv_transpose2d` loop and the weight gradient with a second convolution over transposed
@@ -10,11 +11,13 @@
 //! Images are processed in groups of `g` whose columns are laid side by side, (K, g·P), so that
 //! the GEMM stays wide where the spatial size is small (deep layers); groups run in parallel over
 //! candle's rayon pool (`RAYON_NUM_THREADS`), or, when there are fewer groups than threads, one
-//! after the other with the GEMM itself parallel.
+//! after the other with the product, im2col, col2im and the layout copies each shared out over
+//! the threads.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use crate::kernels::for_each_chunk;
 use crate::kernels::gemm::{gemm_rm, Mat, Shared};
 
 /// Target width (columns) of one GEMM: wide enough to amortise packing the weight matrix.
@@ -174,12 +177,12 @@ fn im2col_group<T: WithDType>(
             im2col_plane(xi, g, &mut rows[j * p..], cols);
         }
     };
-    let col = &mut col[..g.c_in * per_channel];
-    if threads > 1 {
-        col.par_chunks_mut(per_channel).enumerate().for_each(one);
-    } else {
-        col.chunks_mut(per_channel).enumerate().for_each(one);
-    }
+    for_each_chunk(
+        &mut col[..g.c_in * per_channel],
+        per_channel,
+        threads > 1,
+        one,
+    );
 }
 
 /// im2col of one channel plane (H, W) into its kH·kW rows of `dst` (row stride `row_stride`).
@@ -300,11 +303,7 @@ pub(crate) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
                                 .copy_from_slice(&tmp[co * cols + j * p..co * cols + (j + 1) * p]);
                         }
                     };
-                    if pl.inner > 1 {
-                        ys.par_chunks_mut(out_len).enumerate().for_each(copy);
-                    } else {
-                        ys.chunks_mut(out_len).enumerate().for_each(copy);
-                    }
+                    for_each_chunk(ys, out_len, pl.inner > 1, copy);
                 }
                 i += gi;
             }
@@ -330,12 +329,7 @@ fn gather_dy<T: WithDType>(
             row[j * p..(j + 1) * p].copy_from_slice(src);
         }
     };
-    let dst = &mut dst[..g.c_out * cols];
-    if threads > 1 {
-        dst.par_chunks_mut(cols).enumerate().for_each(one);
-    } else {
-        dst.chunks_mut(cols).enumerate().for_each(one);
-    }
+    for_each_chunk(&mut dst[..g.c_out * cols], cols, threads > 1, one);
 }
 
 /// Input gradient: dx (N, C_in, H, W) from dy (N, C_out, H_out, W_out) and w.
@@ -387,11 +381,7 @@ pub(crate) fn grad_input<T: WithDType>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
                     let col = &col;
                     let back = |(j, dxj): (usize, &mut [T])| col2im(&col[j * p..], g, cols, dxj);
                     let dxs = &mut dxchunk[i * in_len..(i + gi) * in_len];
-                    if pl.inner > 1 {
-                        dxs.par_chunks_mut(in_len).enumerate().for_each(back);
-                    } else {
-                        dxs.chunks_mut(in_len).enumerate().for_each(back);
-                    }
+                    for_each_chunk(dxs, in_len, pl.inner > 1, back);
                 }
                 i += gi;
             }
