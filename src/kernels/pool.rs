@@ -165,6 +165,11 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     if !fast {
         return max_pool2d_stock(x, kernel, stride, padding);
     }
+    max_pool2d_fast(x, kernel, stride, padding)
+}
+
+/// The fast max-pool op whatever the switch says; f32/f64 CPU tensors only.
+pub fn max_pool2d_fast(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let (ho, wo) = check_args(x, kernel, stride, padding)?;
     let op = MaxPoolOp {
         g: PoolGeom::new(x.dims4()?, kernel, stride, padding, (ho, wo)),
@@ -455,9 +460,9 @@ mod tests {
     ];
 
     type MaxPool = fn(&Tensor, usize, usize, usize) -> Result<Tensor>;
-    /// Both max pools: the fast op (f32/f64 on CPU; the fast path is on in tests) and the
-    /// composite of candle ops.
-    const MAX_POOLS: [(&str, MaxPool); 2] = [("fast", max_pool2d), ("stock", max_pool2d_stock)];
+    /// Both max pools: the fast op and the composite of candle ops.
+    const MAX_POOLS: [(&str, MaxPool); 2] =
+        [("fast", max_pool2d_fast), ("stock", max_pool2d_stock)];
 
     #[test]
     fn max_pool_forward_matches_naive_loop() {
@@ -596,7 +601,7 @@ mod tests {
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             (flat(&y), flat(g.get(&var).unwrap()))
         };
-        let (yf, gf) = run(max_pool2d);
+        let (yf, gf) = run(max_pool2d_fast);
         let (ys, gs) = run(max_pool2d_stock);
         assert_eq!(yf, ys);
         for (a, b) in gf.iter().zip(&gs) {
@@ -607,7 +612,7 @@ mod tests {
             &Tensor::new(&[[[[1f32, 1.0, 0.0], [0.0, f32::NAN, 2.0]]]], &dev).unwrap(),
         )
         .unwrap();
-        let y = max_pool2d(x.as_tensor(), 2, 1, 0).unwrap();
+        let y = max_pool2d_fast(x.as_tensor(), 2, 1, 0).unwrap();
         let yv = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(yv[0].is_nan() && yv[1].is_nan(), "{yv:?}");
         let g = y.sum_all().unwrap().backward().unwrap();
@@ -621,7 +626,7 @@ mod tests {
         assert_eq!(gv, vec![0.0, 0.0, 0.0, 0.0, 2.0, 0.0]);
         let x =
             Var::from_tensor(&Tensor::new(&[[[[1f32, 1.0], [1.0, 1.0]]]], &dev).unwrap()).unwrap();
-        let g = max_pool2d(x.as_tensor(), 2, 2, 0)
+        let g = max_pool2d_fast(x.as_tensor(), 2, 2, 0)
             .unwrap()
             .sum_all()
             .unwrap()

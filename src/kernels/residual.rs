@@ -32,35 +32,43 @@ pub fn add_relu(h: &Tensor, identity: &Tensor) -> Result<Tensor> {
     if !fast {
         return Ok((h + identity)?.relu()?);
     }
+    add_relu_fast(h, identity)
+}
+
+/// The fused op whatever the switch says; f32/f64 CPU tensors of one shape only.
+pub fn add_relu_fast(h: &Tensor, identity: &Tensor) -> Result<Tensor> {
     Ok(h.contiguous()?
         .apply_op2(&identity.contiguous()?, AddReluOp)?)
 }
 
-fn add_relu_fwd<T: WithDType>(a: &[T], b: &[T]) -> Vec<T> {
+/// `f(a[i], b[i])` for every element, in parallel chunks.
+fn map2<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
     let mut y = vec![T::zero(); a.len()];
     y.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(y, (a, b))| {
             for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-                let v = a + b;
-                // NaN stays NaN, as in candle's relu (max(NaN, 0) would drop it).
-                *y = if v < T::zero() { T::zero() } else { v };
+                *y = f(a, b);
             }
         });
     y
 }
 
+fn add_relu_fwd<T: WithDType>(a: &[T], b: &[T]) -> Vec<T> {
+    map2(a, b, |a, b| {
+        let v = a + b;
+        // NaN stays NaN, as in candle's relu (max(NaN, 0) would drop it).
+        if v < T::zero() {
+            T::zero()
+        } else {
+            v
+        }
+    })
+}
+
 /// dy where y > 0, else 0.
 fn mask_grad<T: WithDType>(y: &[T], dy: &[T]) -> Vec<T> {
-    let mut g = vec![T::zero(); y.len()];
-    g.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(g, (y, dy))| {
-            for ((g, &y), &d) in g.iter_mut().zip(y).zip(dy) {
-                *g = if y > T::zero() { d } else { T::zero() };
-            }
-        });
-    g
+    map2(y, dy, |y, d| if y > T::zero() { d } else { T::zero() })
 }
 
 struct AddReluOp;
@@ -158,7 +166,7 @@ mod tests {
             let r = Tensor::from_vec(random(n, seed + 20), shape, &dev).unwrap();
             let run = |fused: bool| {
                 let y = if fused {
-                    add_relu(h.as_tensor(), id.as_tensor()).unwrap()
+                    add_relu_fast(h.as_tensor(), id.as_tensor()).unwrap()
                 } else {
                     (h.as_tensor() + id.as_tensor()).unwrap().relu().unwrap()
                 };
