@@ -172,25 +172,36 @@ fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result
     crate::kernels::contiguous(s, l, "Adam update")
 }
 
-fn slice_mut<'a, T: WithDType>(
-    s: &'a mut CpuStorage,
-    l: &Layout,
-) -> candle_core::Result<&'a mut [T]> {
+/// The float types of the in-place passes, with mutable access to their CPU storage (candle only
+/// offers the shared `cpu_storage_as_slice`).
+trait Float: WithDType {
+    fn storage_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
+}
+impl Float for f32 {
+    fn storage_mut(s: &mut CpuStorage) -> Option<&mut [f32]> {
+        match s {
+            CpuStorage::F32(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+impl Float for f64 {
+    fn storage_mut(s: &mut CpuStorage) -> Option<&mut [f64]> {
+        match s {
+            CpuStorage::F64(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+fn slice_mut<'a, T: Float>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [T]> {
     let (a, b) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("Adam update: non-contiguous tensor".into()))?;
-    let data: &mut [T] = match (s, T::DTYPE) {
-        (CpuStorage::F32(d), DType::F32) => {
-            // SAFETY: T is f32 here (checked by the dtype match).
-            unsafe { std::slice::from_raw_parts_mut(d.as_mut_ptr() as *mut T, d.len()) }
-        }
-        (CpuStorage::F64(d), DType::F64) => {
-            // SAFETY: T is f64 here (checked by the dtype match).
-            unsafe { std::slice::from_raw_parts_mut(d.as_mut_ptr() as *mut T, d.len()) }
-        }
-        _ => candle_core::bail!("Adam update: f32 or f64 tensors of one dtype required"),
-    };
-    Ok(&mut data[a..b])
+    match T::storage_mut(s) {
+        Some(data) => Ok(&mut data[a..b]),
+        None => candle_core::bail!("Adam update: f32 or f64 tensors of one dtype required"),
+    }
 }
 
 /// m ← β·m + (1 − β)·g, or with `square` v ← β·v + (1 − β)·g², in place.
