@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use spectral_transfer::experiment::results;
 
+#[path = "cli_common/mod.rs"]
+mod cli_common;
+use cli_common::study_cli;
+
 const TINY: &str = include_str!("../presets/quick.toml");
 
 /// The quick preset shrunk further: 2 sources, 1 artifact, 2 levels, 2 folds = 8 runs.
@@ -33,14 +37,8 @@ fn tiny_study(dir: &Path) -> std::path::PathBuf {
 }
 
 fn bin(study: &Path, out: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_spectral-transfer"));
-    c.arg("--preset")
-        .arg(study)
-        .arg("--out")
-        .arg(out)
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("JOB_COMPLETION_INDEX")
-        .env("RAYON_NUM_THREADS", "1")
+    let mut c = study_cli(study, out);
+    c.env("RAYON_NUM_THREADS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c

@@ -14,6 +14,10 @@ use candle_nn::VarMap;
 use spectral_transfer::experiment::results;
 use spectral_transfer::model::{named_vars, Arch, ResNet, ResNetConfig};
 
+#[path = "cli_common/mod.rs"]
+mod cli_common;
+use cli_common::study_cli;
+
 const QUICK: &str = include_str!("../presets/quick.toml");
 
 /// Random torchvision-named ResNet-50 weights (1000 classes), with or without `fc.*`.
@@ -59,15 +63,9 @@ fn study(dir: &Path, sources: &str, arch: &str) -> PathBuf {
 }
 
 fn bin(study: &Path, out: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_spectral-transfer"));
-    c.arg("--preset")
-        .arg(study)
-        .arg("--out")
-        .arg(out)
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("JOB_COMPLETION_INDEX")
-        // an empty hub cache: the test must not find (or fetch) real weights
-        .env("HF_HOME", out.join("hf-home"));
+    let mut c = study_cli(study, out);
+    // an empty hub cache: the test must not find (or fetch) real weights
+    c.env("HF_HOME", out.join("hf-home"));
     c
 }
 
