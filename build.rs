@@ -1,7 +1,10 @@
 //! Finds the system OpenBLAS for the fast CPU kernels' GEMM (feature `openblas`, on by default).
 //! Found: links it and sets `cfg(spectral_openblas)`. Not found: a build warning, and the kernels
 //! use the `gemm` crate (slower, same results up to rounding), so that `cargo run` works on any
-//! machine. Hand-written (a file probe) instead of the `openblas-src` crate: its `system` mode
+//! machine. Which OpenBLAS build (serial, pthreads, OpenMP) is loaded is only known at run time
+//! (Debian switches them with update-alternatives), so the serial one, which concurrent callers
+//! cannot share, is refused there (`kernels::gemm::openblas_is_thread_safe`), not here.
+//! Hand-written (a file probe) instead of the `openblas-src` crate: its `system` mode
 //! still builds a source downloader (ureq + TLS) as a build dependency.
 
 use std::env;
@@ -41,7 +44,7 @@ fn main() {
         }
         None => println!(
             "cargo:warning=OpenBLAS not found (looked for libopenblas in {}; set \
-             SPECTRAL_OPENBLAS_LIB_DIR, or install it: apt-get install libopenblas-dev); the fast \
+             SPECTRAL_OPENBLAS_LIB_DIR, or install it: apt-get install libopenblas-pthread-dev); the fast \
              CPU kernels use the gemm crate, 3-4x slower per core",
             dirs.iter()
                 .map(|d| d.display().to_string())

@@ -8,7 +8,9 @@
 
 use std::time::Instant;
 
-use spectral_transfer::kernels::gemm::{gemm_backend, matmul, set_gemm_backend, GemmBackend};
+use spectral_transfer::kernels::gemm::{
+    gemm_backend, matmul, openblas_config, openblas_is_thread_safe, set_gemm_backend, GemmBackend,
+};
 
 /// (m, k, n): C_out x (C_in·kH·kW) x (columns of one grouped product).
 const SHAPES: &[(usize, usize, usize)] = &[
@@ -26,6 +28,16 @@ fn main() {
         Some(t) => vec![t.parse().expect("THREADS must be a number")],
         None => vec![1, 2],
     };
+    // Which OpenBLAS was loaded matters: a serial build is refused (not safe for concurrent calls).
+    let unavailable = match openblas_config() {
+        None => "not built",
+        Some(_) if !openblas_is_thread_safe() => "serial build: refused",
+        Some(_) => "",
+    };
+    println!(
+        "OpenBLAS: {}\n",
+        openblas_config().unwrap_or_else(|| "not linked".into())
+    );
     println!("| m x k x n | threads | OpenBLAS GFLOP/s | gemm crate GFLOP/s |\n|---|---|---|---|");
     for &(m, k, n) in SHAPES {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.01).collect();
@@ -35,7 +47,7 @@ fn main() {
             for backend in [GemmBackend::OpenBlas, GemmBackend::GemmCrate] {
                 set_gemm_backend(backend);
                 if gemm_backend() != backend {
-                    rates.push("not built".to_string());
+                    rates.push(unavailable.to_string());
                     continue;
                 }
                 let flops = 2.0 * (m * n * k) as f64;

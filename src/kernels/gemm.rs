@@ -10,9 +10,15 @@
 //! OpenBLAS (not found, or `--no-default-features`) and for comparison at run time
 //! (`SPECTRAL_GEMM=gemm`).
 //!
-//! Threads. OpenBLAS is told to use one thread (`openblas_set_num_threads(1)`, a no-op in the
-//! serial build Debian's `libopenblas-serial-dev` installs): parallelism is ours, so that it never
-//! competes with candle's rayon pool. A product the caller asks to run on `t` threads is cut into `t`
+//! Threads. OpenBLAS is told to use one thread (`openblas_set_num_threads(1)`): parallelism is
+//! ours, so that it never competes with candle's rayon pool. That means concurrent calls from the
+//! rayon workers, which only a threaded OpenBLAS build (pthreads or OpenMP) survives: the serial
+//! build (Debian's `libopenblas0-serial`, 0.3.21) shares its packing buffers between callers
+//! without a lock, and two threads multiplying 40x40 matrices at once got wrong products in about
+//! 1 call in 300 (measured here; on CI, with the Haswell kernels, it broke a finite-difference
+//! test). So OpenBLAS is used only when `openblas_get_parallel()` says the library that was loaded
+//! is threaded ([`openblas_is_thread_safe`]); a serial one falls back to the `gemm` crate. Which
+//! build is loaded is decided at run time (Debian's `update-alternatives`), not at build time. A product the caller asks to run on `t` threads is cut into `t`
 //! blocks of output columns (or rows, when it is taller than wide), each an independent product.
 //! The cut depends only on the shape and the thread count, so a run is bit-for-bit repeatable
 //! for a given `RAYON_NUM_THREADS`; across thread counts OpenBLAS may round differently (it picks
@@ -52,18 +58,19 @@ pub enum GemmBackend {
 static BACKEND: AtomicU8 = AtomicU8::new(0);
 
 /// Chooses the GEMM of the fast kernels for the whole process (overrides `SPECTRAL_GEMM`).
-/// Asking for OpenBLAS in a build without it (feature off, or no system library found at build
-/// time) keeps the `gemm` crate.
+/// Asking for OpenBLAS keeps the `gemm` crate in a build without it (feature off, or no system
+/// library found at build time) and when the loaded OpenBLAS is its serial build, which is not
+/// safe to call from several threads at once ([`openblas_is_thread_safe`]).
 pub fn set_gemm_backend(b: GemmBackend) {
     let v = match b {
-        GemmBackend::OpenBlas if cfg!(spectral_openblas) => 2,
+        GemmBackend::OpenBlas if openblas_is_thread_safe() => 2,
         _ => 1,
     };
     BACKEND.store(v, Ordering::Relaxed);
 }
 
 /// The GEMM of the fast kernels: [`set_gemm_backend`] if called, else env `SPECTRAL_GEMM`
-/// (`gemm` or `openblas`), else OpenBLAS when compiled in.
+/// (`gemm` or `openblas`), else OpenBLAS when compiled in and threaded.
 pub fn gemm_backend() -> GemmBackend {
     match BACKEND.load(Ordering::Relaxed) {
         1 => GemmBackend::GemmCrate,
@@ -80,6 +87,34 @@ pub fn gemm_backend() -> GemmBackend {
             set_gemm_backend(b);
             gemm_backend()
         }
+    }
+}
+
+/// Whether this build links OpenBLAS and the library loaded at run time is a threaded build
+/// (`openblas_get_parallel()` 1 = pthreads, 2 = OpenMP; 0 = serial, whose shared buffers make
+/// concurrent calls return wrong products). False without the `openblas` feature.
+pub fn openblas_is_thread_safe() -> bool {
+    #[cfg(spectral_openblas)]
+    {
+        openblas::parallel() != 0
+    }
+    #[cfg(not(spectral_openblas))]
+    {
+        false
+    }
+}
+
+/// OpenBLAS's own description of the loaded library (`openblas_get_config()`, e.g.
+/// `"OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64"`), or `None` in a
+/// build without it. For reports (`examples/gemm_probe.rs`).
+pub fn openblas_config() -> Option<String> {
+    #[cfg(spectral_openblas)]
+    {
+        Some(openblas::config())
+    }
+    #[cfg(not(spectral_openblas))]
+    {
+        None
     }
 }
 
@@ -233,6 +268,20 @@ mod openblas {
     // `openblas_set_num_threads` is OpenBLAS's own extension, not in CBLAS (so not in `cblas-sys`).
     extern "C" {
         fn openblas_set_num_threads(n: c_int);
+        fn openblas_get_parallel() -> c_int;
+        fn openblas_get_config() -> *const std::os::raw::c_char;
+    }
+
+    pub(super) fn parallel() -> c_int {
+        // SAFETY: a getter without arguments or side effects.
+        unsafe { openblas_get_parallel() }
+    }
+
+    pub(super) fn config() -> String {
+        // SAFETY: OpenBLAS returns a static NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(openblas_get_config()) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     static ONE_THREAD: std::sync::Once = std::sync::Once::new();
@@ -434,6 +483,39 @@ mod tests {
             repeats_exactly();
         }
         set_gemm_backend(GemmBackend::OpenBlas);
+    }
+
+    /// Concurrent callers, as the fast convolution's rayon workers are: four threads each
+    /// multiplying small matrices (the size at which the serial OpenBLAS's unlocked buffers were
+    /// seen to clash) must all get the single-threaded product, bit for bit, from whichever
+    /// backend the process picked; and a serial OpenBLAS must never be the one picked.
+    #[test]
+    fn concurrent_callers_get_exact_products() {
+        if cfg!(spectral_openblas) && !openblas_is_thread_safe() {
+            assert_eq!(gemm_backend(), GemmBackend::GemmCrate);
+        }
+        let n = 40;
+        let a: Vec<f64> = (0..n * n).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..n * n).map(|i| (i as f64 * 0.71).cos()).collect();
+        let want = matmul(&a, &b, n, n, n, 1);
+        let bad: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..5000)
+                            .filter(|_| matmul(&a, &b, n, n, n, 1) != want)
+                            .count()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        assert_eq!(
+            bad,
+            0,
+            "{:?}: {bad} of 20000 concurrent products differ",
+            gemm_backend()
+        );
     }
 
     fn repeats_exactly() {
