@@ -10,14 +10,18 @@
 //! Max pooling on CPU (f32/f64, with the fast CPU kernels on: [`super::fast_cpu`]) is instead one
 //! custom op, forward and backward: the composite above costs k² = 9 full passes forward and
 //! ~5k² backward (each view's `maximum` mask, zero-padding by concatenation, accumulation) on the
-//! network's largest activation (docs/performance.md); the op reads the input once each way.
+//! network's largest activation (docs/performance.md); the op reads the input once forward and
+//! keeps each window's argmax (a u32 per output cell, as PyTorch keeps its int64 indices), so the
+//! backward is one scatter.
 //!
 //! Ties in max pooling (equal values in one window): the composite shares the gradient between
 //! the tied cells (candle's `maximum` backward), the fast op gives it all to the first one in
 //! row-major window order, as PyTorch does; the total reaching the window is the same. In a ResNet
 //! ties only occur between ReLU zeros, whose gradient the ReLU discards anyway.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -173,6 +177,7 @@ pub fn max_pool2d_fast(x: &Tensor, kernel: usize, stride: usize, padding: usize)
     let (ho, wo) = check_args(x, kernel, stride, padding)?;
     let op = MaxPoolOp {
         g: PoolGeom::new(x.dims4()?, kernel, stride, padding, (ho, wo)),
+        argmax: Mutex::new(None),
     };
     Ok(x.contiguous()?.apply_op1(op)?)
 }
@@ -256,44 +261,57 @@ impl PoolGeom {
     }
 }
 
-fn max_pool_fwd<T: WithDType>(x: &[T], g: &PoolGeom) -> Vec<T> {
+/// Window without an input cell (impossible with padding <= kernel / 2, checked upstream).
+const NO_ARGMAX: u32 = u32::MAX;
+
+/// Forward: the maxima, and for each output cell the index in its input plane of the first
+/// maximum, kept for the backward (which then scatters instead of searching the windows again:
+/// the search was ~6 % of a ResNet-18 64 px input-gradient pass, measured).
+fn max_pool_fwd<T: WithDType>(x: &[T], g: &PoolGeom) -> (Vec<T>, Vec<u32>) {
     let (inp, out) = (g.h * g.w, g.ho * g.wo);
     let mut y = vec![T::zero(); g.planes * out];
+    let mut idx = vec![NO_ARGMAX; g.planes * out];
     y.par_chunks_mut(out)
+        .zip(idx.par_chunks_mut(out))
         .zip(x.par_chunks(inp))
-        .for_each(|(yp, xp)| {
+        .for_each(|((yp, ip), xp)| {
             for oy in 0..g.ho {
                 for ox in 0..g.wo {
-                    yp[oy * g.wo + ox] = match g.argmax(xp, oy, ox) {
-                        Some(i) => xp[i],
-                        None => T::from_f64(f64::NEG_INFINITY),
-                    };
+                    let o = oy * g.wo + ox;
+                    match g.argmax(xp, oy, ox) {
+                        Some(i) => {
+                            yp[o] = xp[i];
+                            ip[o] = i as u32;
+                        }
+                        None => yp[o] = T::from_f64(f64::NEG_INFINITY),
+                    }
                 }
             }
         });
-    y
+    (y, idx)
 }
 
-fn max_pool_bwd<T: WithDType>(x: &[T], dy: &[T], g: &PoolGeom) -> Vec<T> {
+/// Backward: each output cell's gradient added to the input cell the forward chose.
+fn max_pool_bwd<T: WithDType>(dy: &[T], idx: &[u32], g: &PoolGeom) -> Vec<T> {
     let (inp, out) = (g.h * g.w, g.ho * g.wo);
     let mut dx = vec![T::zero(); g.planes * inp];
     dx.par_chunks_mut(inp)
-        .zip(x.par_chunks(inp).zip(dy.par_chunks(out)))
-        .for_each(|(dxp, (xp, dyp))| {
-            for oy in 0..g.ho {
-                for ox in 0..g.wo {
-                    if let Some(i) = g.argmax(xp, oy, ox) {
-                        dxp[i] += dyp[oy * g.wo + ox];
-                    }
+        .zip(dy.par_chunks(out).zip(idx.par_chunks(out)))
+        .for_each(|(dxp, (dyp, ip))| {
+            for (&d, &i) in dyp.iter().zip(ip) {
+                if i != NO_ARGMAX {
+                    dxp[i as usize] += d;
                 }
             }
         });
     dx
 }
 
-/// Forward op of the fast max pool; its backward is [`MaxPoolGradOp`].
+/// Forward op of the fast max pool; its backward is [`MaxPoolGradOp`] on the indices the forward
+/// left in `argmax` (candle keeps the op, and so the indices, in the graph with its output).
 struct MaxPoolOp {
     g: PoolGeom,
+    argmax: Mutex<Option<Arc<Vec<u32>>>>,
 }
 
 impl CustomOp1 for MaxPoolOp {
@@ -303,65 +321,83 @@ impl CustomOp1 for MaxPoolOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.g;
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(max_pool_fwd(
-                super::contiguous::<f32>(s, l, "fast max pool: input")?,
-                &g,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(max_pool_fwd(
-                super::contiguous::<f64>(s, l, "fast max pool: input")?,
-                &g,
-            )),
+        let (out, idx) = match s {
+            CpuStorage::F32(_) => {
+                let (y, i) =
+                    max_pool_fwd(super::contiguous::<f32>(s, l, "fast max pool: input")?, &g);
+                (CpuStorage::F32(y), i)
+            }
+            CpuStorage::F64(_) => {
+                let (y, i) =
+                    max_pool_fwd(super::contiguous::<f64>(s, l, "fast max pool: input")?, &g);
+                (CpuStorage::F64(y), i)
+            }
             _ => candle_core::bail!("fast max pool: f32 or f64 input required"),
         };
+        *self.argmax.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(idx));
         let (n, c, _, _) = l.shape().dims4()?;
         Ok((out, Shape::from((n, c, g.ho, g.wo))))
     }
 
     fn bwd(
         &self,
-        arg: &Tensor,
+        _arg: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
+        let idx = self
+            .argmax
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(idx) = idx else {
+            candle_core::bail!("fast max pool: backward before forward");
+        };
         let dy = grad_res.contiguous()?;
         Ok(Some(
-            arg.apply_op2_no_bwd(&dy, &MaxPoolGradOp { g: self.g })?,
+            dy.apply_op1_no_bwd(&MaxPoolGradOp { g: self.g, idx })?,
         ))
     }
 }
 
-/// `x.apply_op2_no_bwd(dy, MaxPoolGradOp)` -> dx: each window's gradient to its first maximum.
+/// `dy.apply_op1_no_bwd(MaxPoolGradOp)` -> dx (N, C, H, W): each window's gradient to its first
+/// maximum, found by the forward.
 struct MaxPoolGradOp {
     g: PoolGeom,
+    idx: Arc<Vec<u32>>,
 }
 
-impl CustomOp2 for MaxPoolGradOp {
+impl CustomOp1 for MaxPoolGradOp {
     fn name(&self) -> &'static str {
         "spectral-max-pool2d-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.g;
-        if l1.shape().elem_count() != g.planes * g.h * g.w
-            || l2.shape().elem_count() != g.planes * g.ho * g.wo
+        if l.shape().elem_count() != g.planes * g.ho * g.wo
+            || self.idx.len() != g.planes * g.ho * g.wo
         {
             candle_core::bail!(
-                "fast max pool grad: unexpected shapes {:?} {:?}",
-                l1.shape(),
-                l2.shape()
+                "fast max pool grad: unexpected gradient shape {:?}",
+                l.shape()
             );
         }
-        let f32_ = |a: &[f32], b: &[f32]| max_pool_bwd(a, b, &g);
-        let f64_ = |a: &[f64], b: &[f64]| max_pool_bwd(a, b, &g);
-        let out = super::dispatch2("fast max pool grad", s1, l1, s2, l2, f32_, f64_)?;
-        Ok((out, l1.shape().clone()))
+        let (n, c, _, _) = l.shape().dims4()?;
+        let what = "fast max pool grad: output gradient";
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(max_pool_bwd(
+                super::contiguous::<f32>(s, l, what)?,
+                &self.idx,
+                &g,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(max_pool_bwd(
+                super::contiguous::<f64>(s, l, what)?,
+                &self.idx,
+                &g,
+            )),
+            _ => candle_core::bail!("fast max pool grad: f32 or f64 gradient required"),
+        };
+        Ok((out, Shape::from((n, c, g.h, g.w))))
     }
 }
 

@@ -252,7 +252,9 @@ fn col2im<T: WithDType>(col: &[T], g: &Geom, row_stride: usize, dx: &mut [T]) {
 /// Forward: y (N, C_out, H_out, W_out) from x (N, C_in, H, W) and w (C_out, C_in, kH, kW).
 pub(crate) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let (k, p, out_len, in_len) = (g.k(), g.p(), g.out_len(), g.in_len());
-    let mut y = vec![T::zero(); g.n * out_len];
+    // SAFETY: every image's (C_out, P) block is written below, by a product (beta = 0) or the
+    // copy out of `tmp`.
+    let mut y = unsafe { super::super::uninit_vec::<T>(g.n * out_len) };
     let pl = plan(g);
     let pieces = split_mut(&mut y, pl.chunks.iter().map(|c| c.1), out_len);
     let wmat = Mat {
@@ -280,7 +282,8 @@ pub(crate) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
                         cs: 1,
                     }
                 } else {
-                    col.resize(k * cols, T::zero());
+                    // SAFETY: im2col writes all K rows of the gi·P columns.
+                    unsafe { super::super::set_len_uninit(&mut col, k * cols) };
                     im2col_group(x, g, img0, gi, &mut col, pl.inner);
                     Mat {
                         ptr: col.as_ptr(),
@@ -293,7 +296,8 @@ pub(crate) fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geom) -> Vec<T> {
                     // SAFETY: shapes as documented: w (C_out, K), rhs (K, P), ys (C_out, P).
                     unsafe { gemm_rm(g.c_out, p, k, ys, false, wmat, rhs, pl.inner) };
                 } else {
-                    tmp.resize(g.c_out * cols, T::zero());
+                    // SAFETY: the product below (beta = 0) writes all of it.
+                    unsafe { super::super::set_len_uninit(&mut tmp, g.c_out * cols) };
                     // SAFETY: w (C_out, K), col (K, g·P), tmp (C_out, g·P).
                     unsafe { gemm_rm(g.c_out, cols, k, &mut tmp, false, wmat, rhs, pl.inner) };
                     let tmp = &tmp;
@@ -322,7 +326,8 @@ fn gather_dy<T: WithDType>(
     threads: usize,
 ) {
     let (p, out_len, cols) = (g.p(), g.out_len(), gi * g.p());
-    dst.resize(g.c_out * cols, T::zero());
+    // SAFETY: the loop below copies every (channel, image) row.
+    unsafe { super::super::set_len_uninit(dst, g.c_out * cols) };
     let one = |(co, row): (usize, &mut [T])| {
         for j in 0..gi {
             let src = &dy[(img0 + j) * out_len + co * p..(img0 + j) * out_len + (co + 1) * p];
@@ -375,7 +380,8 @@ pub(crate) fn grad_input<T: WithDType>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
                     // SAFETY: W^T (C_in, C_out), dy (C_out, P), dx (C_in, P).
                     unsafe { gemm_rm(k, p, g.c_out, d, false, wt, rhs, pl.inner) };
                 } else {
-                    col.resize(k * cols, T::zero());
+                    // SAFETY: the product below (beta = 0) writes all of col.
+                    unsafe { super::super::set_len_uninit(&mut col, k * cols) };
                     // SAFETY: W^T (K, C_out), dy (C_out, g·P), col (K, g·P).
                     unsafe { gemm_rm(k, cols, g.c_out, &mut col, false, wt, rhs, pl.inner) };
                     let col = &col;
@@ -427,7 +433,8 @@ pub(crate) fn grad_weight<T: WithDType>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
                         cs: p as isize,
                     }
                 } else {
-                    col.resize(k * cols, T::zero());
+                    // SAFETY: im2col writes all K rows of the gi·P columns.
+                    unsafe { super::super::set_len_uninit(&mut col, k * cols) };
                     im2col_group(x, g, img0, gi, &mut col, pl.inner);
                     Mat {
                         ptr: col.as_ptr(),
