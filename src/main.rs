@@ -288,6 +288,9 @@ fn report(
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if spectral_transfer::kernels::fast_cpu() {
+        spectral_transfer::kernels::tune_thread_pools();
+    }
     let layout = Layout::new(&cli.out);
     match cli.command {
         Command::Grid => {

@@ -106,9 +106,11 @@ pub fn conv2d_stock(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Re
 }
 
 /// The fast CPU convolution, whatever the switch says; f32/f64 CPU tensors only. The first call
-/// raises glibc's malloc thresholds ([`super::tune_allocator`]).
+/// raises glibc's malloc thresholds ([`super::tune_allocator`]) and shortens candle's pool spin
+/// ([`super::tune_thread_pools`]).
 pub fn conv2d_fast(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     super::tune_allocator();
+    super::tune_thread_pools();
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     Ok(x.apply_op2(

@@ -8,7 +8,9 @@
 //!   CPU path);
 //! - [`residual`]: the residual block's `relu(h + identity)`, fused on CPU;
 //! - [`gemm`]: the one matrix product of the fast kernels (OpenBLAS or the `gemm` crate);
-//! - [`alloc`]: glibc's malloc thresholds, raised so that freed activations are reused.
+//! - [`alloc`]: glibc's malloc thresholds, raised so that freed activations are reused;
+//! - [`threads`]: candle's own thread pool told to sleep sooner, so that it leaves the cores to
+//!   the kernels.
 
 pub mod alloc;
 pub mod batch_norm;
@@ -16,6 +18,7 @@ pub mod conv;
 pub mod gemm;
 pub mod pool;
 pub mod residual;
+pub mod threads;
 
 pub use alloc::tune_allocator;
 pub use batch_norm::batch_norm;
@@ -23,6 +26,7 @@ pub use conv::{conv2d, fast_cpu, set_fast_cpu, without_weight_grads};
 pub use gemm::{gemm_backend, set_gemm_backend, GemmBackend};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use residual::add_relu;
+pub use threads::tune_thread_pools;
 
 /// `f((i, chunk))` for the consecutive `size`-element chunks of `v`, over the rayon pool when
 /// `parallel` (the kernels share out their own loops only when the product above them is not
