@@ -29,15 +29,13 @@ fn main() {
         None => vec![1, 2],
     };
     // Which OpenBLAS was loaded matters: a serial build is refused (not safe for concurrent calls).
-    let unavailable = match openblas_config() {
+    let config = openblas_config();
+    let unavailable = match &config {
         None => "not built",
         Some(_) if !openblas_is_thread_safe() => "serial build: refused",
         Some(_) => "",
     };
-    println!(
-        "OpenBLAS: {}\n",
-        openblas_config().unwrap_or_else(|| "not linked".into())
-    );
+    println!("OpenBLAS: {}\n", config.as_deref().unwrap_or("not linked"));
     println!("| m x k x n | threads | OpenBLAS GFLOP/s | gemm crate GFLOP/s |\n|---|---|---|---|");
     for &(m, k, n) in SHAPES {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.01).collect();

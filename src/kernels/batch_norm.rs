@@ -302,25 +302,14 @@ impl CustomOp3 for BnOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = l1.shape().dims4()?;
         let (s, t) = affine_of(self.train, &to_f64s(s2, l2)?, &to_f64s(s3, l3)?, c);
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(affine(
-                slice_of::<f32>(s1, l1, "fast batch-norm: operand")?,
-                c,
-                h * w,
-                &s,
-                &t,
-                self.relu,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(affine(
-                slice_of::<f64>(s1, l1, "fast batch-norm: operand")?,
-                c,
-                h * w,
-                &s,
-                &t,
-                self.relu,
-            )),
-            _ => candle_core::bail!("fast batch-norm: f32 or f64 input required"),
-        };
+        let out = super::dispatch1(
+            "fast batch-norm",
+            "input",
+            s1,
+            l1,
+            |x: &[f32]| affine(x, c, h * w, &s, &t, self.relu),
+            |x: &[f64]| affine(x, c, h * w, &s, &t, self.relu),
+        )?;
         Ok((out, l1.shape().clone()))
     }
 

@@ -89,6 +89,26 @@ pub(crate) fn contiguous<'a, T: candle_core::WithDType>(
     }
 }
 
+/// Runs `f32_` or `f64_` on one contiguous CPU operand of a float dtype, giving an output of the
+/// same dtype; `op` names the kernel and `operand` the input in the errors (e.g. "fast max pool
+/// grad", "output gradient").
+pub(crate) fn dispatch1(
+    op: &str,
+    operand: &str,
+    s: &candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    f32_: impl Fn(&[f32]) -> Vec<f32>,
+    f64_: impl Fn(&[f64]) -> Vec<f64>,
+) -> candle_core::Result<candle_core::CpuStorage> {
+    use candle_core::CpuStorage;
+    let what = format!("{op}: {operand}");
+    Ok(match s {
+        CpuStorage::F32(_) => CpuStorage::F32(f32_(contiguous(s, l, &what)?)),
+        CpuStorage::F64(_) => CpuStorage::F64(f64_(contiguous(s, l, &what)?)),
+        _ => candle_core::bail!("{op}: f32 or f64 {operand} required"),
+    })
+}
+
 /// Runs `f32_` or `f64_` on two contiguous CPU operands of one float dtype; `op` names the
 /// kernel in the errors (e.g. "fast conv2d").
 pub(crate) fn dispatch2(

@@ -383,20 +383,14 @@ impl CustomOp1 for MaxPoolGradOp {
             );
         }
         let (n, c, _, _) = l.shape().dims4()?;
-        let what = "fast max pool grad: output gradient";
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(max_pool_bwd(
-                super::contiguous::<f32>(s, l, what)?,
-                &self.idx,
-                &g,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(max_pool_bwd(
-                super::contiguous::<f64>(s, l, what)?,
-                &self.idx,
-                &g,
-            )),
-            _ => candle_core::bail!("fast max pool grad: f32 or f64 gradient required"),
-        };
+        let out = super::dispatch1(
+            "fast max pool grad",
+            "output gradient",
+            s,
+            l,
+            |dy: &[f32]| max_pool_bwd(dy, &self.idx, &g),
+            |dy: &[f64]| max_pool_bwd(dy, &self.idx, &g),
+        )?;
         Ok((out, Shape::from((n, c, g.h, g.w))))
     }
 }
