@@ -1,12 +1,14 @@
 //! 2-D convolution: stock candle, or the fast CPU path (issue 5).
 //!
 //! Every model convolution goes through [`conv2d`]. On a CPU device with f32/f64 tensors and the
-//! fast path on ([`set_fast_cpu`], env `SPECTRAL_FAST_CONV=0|1`, default on), it runs the GEMM
-//! kernels of [`cpu`] (forward, input gradient and weight gradient as one candle `CustomOp2`);
-//! otherwise (CUDA, other dtypes, or the switch off) candle's own `conv2d`. Both give the same
-//! results up to float rounding order (tested below against stock candle and finite differences).
+//! fast path on ([`set_fast_cpu`], env `SPECTRAL_FAST_CONV=0|1`, default on), it runs one candle
+//! `CustomOp2` (forward, input gradient and weight gradient): f32 through oneDNN ([`onednn`])
+//! when the build has it, else (and f64 always) the GEMM kernels of `cpu`; otherwise (CUDA, other
+//! dtypes, or the switch off) candle's own `conv2d`. All give the same results up to float
+//! rounding order (tested below against stock candle and finite differences).
 
 mod cpu;
+pub mod onednn;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -120,14 +120,35 @@ pub(crate) fn dispatch2(
     f32_: impl Fn(&[f32], &[f32]) -> Vec<f32>,
     f64_: impl Fn(&[f64], &[f64]) -> Vec<f64>,
 ) -> candle_core::Result<candle_core::CpuStorage> {
+    try_dispatch2(
+        op,
+        s1,
+        l1,
+        s2,
+        l2,
+        |a, b| Ok(f32_(a, b)),
+        |a, b| Ok(f64_(a, b)),
+    )
+}
+
+/// [`dispatch2`] for kernels that can fail (a library call).
+pub(crate) fn try_dispatch2(
+    op: &str,
+    s1: &candle_core::CpuStorage,
+    l1: &candle_core::Layout,
+    s2: &candle_core::CpuStorage,
+    l2: &candle_core::Layout,
+    f32_: impl Fn(&[f32], &[f32]) -> candle_core::Result<Vec<f32>>,
+    f64_: impl Fn(&[f64], &[f64]) -> candle_core::Result<Vec<f64>>,
+) -> candle_core::Result<candle_core::CpuStorage> {
     use candle_core::CpuStorage;
     let (lhs, rhs) = (format!("{op}: lhs"), format!("{op}: rhs"));
     Ok(match (s1, s2) {
         (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-            CpuStorage::F32(f32_(contiguous(s1, l1, &lhs)?, contiguous(s2, l2, &rhs)?))
+            CpuStorage::F32(f32_(contiguous(s1, l1, &lhs)?, contiguous(s2, l2, &rhs)?)?)
         }
         (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-            CpuStorage::F64(f64_(contiguous(s1, l1, &lhs)?, contiguous(s2, l2, &rhs)?))
+            CpuStorage::F64(f64_(contiguous(s1, l1, &lhs)?, contiguous(s2, l2, &rhs)?)?)
         }
         _ => candle_core::bail!("{op}: f32 or f64 operands of the same dtype required"),
     })

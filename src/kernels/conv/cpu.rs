@@ -459,6 +459,27 @@ pub(crate) fn grad_weight<T: WithDType>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     dw
 }
 
+/// One f32 pass: oneDNN when it is in the build and chosen ([`super::onednn::enabled`]), else
+/// the GEMM kernels above. f64 always takes the GEMM kernels (oneDNN has no f64 convolution).
+fn f32_pass(pass: Pass, a: &[f32], b: &[f32], g: &Geom) -> candle_core::Result<Vec<f32>> {
+    if super::onednn::enabled() {
+        return super::onednn::conv(pass, g, a, b);
+    }
+    Ok(match pass {
+        Pass::Forward => forward(a, b, g),
+        Pass::GradInput => grad_input(a, b, g),
+        Pass::GradWeight => grad_weight(a, b, g),
+    })
+}
+
+/// The three passes of a convolution: y from (x, w), dx from (dy, w), dw from (x, dy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pass {
+    Forward,
+    GradInput,
+    GradWeight,
+}
+
 fn geom_of(l1: &Layout, l2: &Layout, stride: usize, pad: usize) -> candle_core::Result<Geom> {
     let x = l1.shape().dims4()?;
     let k = l2.shape().dims4()?;
@@ -488,9 +509,9 @@ impl CustomOp2 for Conv2dOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geom_of(l1, l2, self.stride, self.pad)?;
-        let f32_ = |a: &[f32], b: &[f32]| forward(a, b, &g);
-        let f64_ = |a: &[f64], b: &[f64]| forward(a, b, &g);
-        let out = super::super::dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
+        let f32_ = |a: &[f32], b: &[f32]| f32_pass(Pass::Forward, a, b, &g);
+        let f64_ = |a: &[f64], b: &[f64]| Ok(forward(a, b, &g));
+        let out = super::super::try_dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
         Ok((out, Shape::from((g.n, g.c_out, g.ho, g.wo))))
     }
 
@@ -546,9 +567,9 @@ impl CustomOp2 for GradInputOp {
                 l2.shape()
             );
         }
-        let f32_ = |a: &[f32], b: &[f32]| grad_input(a, b, &g);
-        let f64_ = |a: &[f64], b: &[f64]| grad_input(a, b, &g);
-        let out = super::super::dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
+        let f32_ = |a: &[f32], b: &[f32]| f32_pass(Pass::GradInput, a, b, &g);
+        let f64_ = |a: &[f64], b: &[f64]| Ok(grad_input(a, b, &g));
+        let out = super::super::try_dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
         Ok((out, Shape::from((g.n, g.c_in, g.h, g.w))))
     }
 }
@@ -580,9 +601,91 @@ impl CustomOp2 for GradWeightOp {
                 l2.shape()
             );
         }
-        let f32_ = |a: &[f32], b: &[f32]| grad_weight(a, b, &g);
-        let f64_ = |a: &[f64], b: &[f64]| grad_weight(a, b, &g);
-        let out = super::super::dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
+        let f32_ = |a: &[f32], b: &[f32]| f32_pass(Pass::GradWeight, a, b, &g);
+        let f64_ = |a: &[f64], b: &[f64]| Ok(grad_weight(a, b, &g));
+        let out = super::super::try_dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
         Ok((out, Shape::from((g.c_out, g.c_in, g.kh, g.kw))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// Largest difference relative to the largest magnitude of `b`.
+    fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+            / scale
+    }
+
+    /// oneDNN's three passes against the GEMM kernels (which conv.rs's tests check against stock
+    /// candle and finite differences): kernels 1/3/7, strides 1/2/3, paddings 0/1/3, batches
+    /// 1/5, non-square odd sizes, including output sizes where the stride does not divide
+    /// (H + 2p - kH) (oneDNN's right padding is then smaller than the left).
+    #[test]
+    fn onednn_matches_gemm_kernels() {
+        if !super::super::onednn::compiled() {
+            eprintln!("oneDNN is not in this build: nothing to compare");
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let mut cases = 0;
+        for &k in &[1usize, 3, 7] {
+            for &stride in &[1usize, 2, 3] {
+                for &pad in &[0usize, 1, 3] {
+                    for &n in &[1usize, 5] {
+                        let (h, w) = (
+                            k + rng.random_range(0..8usize),
+                            k + rng.random_range(0..9usize),
+                        );
+                        let (c_in, c_out) =
+                            (rng.random_range(1..20usize), rng.random_range(1..20usize));
+                        let g =
+                            Geom::new((n, c_in, h, w), (c_out, c_in, k, k), stride, pad).unwrap();
+                        let x = random(&mut rng, g.n * g.in_len());
+                        let wt = random(&mut rng, c_out * g.k());
+                        let dy = random(&mut rng, g.n * g.out_len());
+                        let on = |p, a: &[f32], b: &[f32]| {
+                            super::super::onednn::conv(p, &g, a, b).unwrap()
+                        };
+                        let d = rel_diff(&on(Pass::Forward, &x, &wt), &forward(&x, &wt, &g));
+                        assert!(d < 1e-5, "forward {g:?}: {d}");
+                        let d = rel_diff(&on(Pass::GradInput, &dy, &wt), &grad_input(&dy, &wt, &g));
+                        assert!(d < 1e-5, "grad input {g:?}: {d}");
+                        let d = rel_diff(&on(Pass::GradWeight, &x, &dy), &grad_weight(&x, &dy, &g));
+                        assert!(d < 1e-5, "grad weight {g:?}: {d}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 54);
+    }
+
+    #[test]
+    fn onednn_rejects_wrong_lengths() {
+        let g = Geom::new((2, 3, 8, 8), (4, 3, 3, 3), 1, 1).unwrap();
+        let err = super::super::onednn::conv(Pass::Forward, &g, &[0.0; 10], &[0.0; 108])
+            .unwrap_err()
+            .to_string();
+        if super::super::onednn::compiled() {
+            assert!(err.contains("expected 384 and 108"), "{err}");
+        } else {
+            assert!(
+                err.contains("no oneDNN") || err.contains("expected"),
+                "{err}"
+            );
+        }
     }
 }

@@ -1,0 +1,222 @@
+//! f32 convolutions through oneDNN (`onednn.c`), when the build found it (cargo feature
+//! `onednn`, default; Debian/Ubuntu: `libdnnl-dev`).
+//!
+//! Why: on AVX-512 machines oneDNN's JIT convolutions (what PyTorch runs) reach ~90% of the
+//! cores' peak, about twice what im2col + a BLAS product reaches on ResNet's shapes there
+//! (docs/performance.md, stop 12). The GEMM kernels stay: f64 (oneDNN has none, and the
+//! finite-difference tests run in f64), builds without oneDNN, and `SPECTRAL_CONV_BACKEND=gemm`.
+//!
+//! Threads: the batch is shared out over candle's rayon pool (`RAYON_NUM_THREADS`), one
+//! single-threaded oneDNN call per thread (see [`conv`] for why not oneDNN's own OpenMP team).
+
+use super::cpu::{Geom, Pass};
+
+#[cfg(spectral_onednn)]
+mod ffi {
+    use std::os::raw::{c_char, c_int};
+    extern "C" {
+        pub fn spectral_onednn_conv(
+            kind: c_int,
+            threads: c_int,
+            g: *const i64,
+            a: *const f32,
+            b: *const f32,
+            out: *mut f32,
+            what: *mut *const c_char,
+        ) -> c_int;
+        pub fn spectral_onednn_impl(g: *const i64) -> *const c_char;
+    }
+}
+
+/// Whether oneDNN is in this build.
+pub fn compiled() -> bool {
+    cfg!(spectral_onednn)
+}
+
+/// Whether f32 convolutions go to oneDNN: in the build, and env `SPECTRAL_CONV_BACKEND` is not
+/// `gemm` (read once).
+pub(crate) fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        compiled()
+            && !matches!(
+                std::env::var("SPECTRAL_CONV_BACKEND")
+                    .map(|v| v.trim().to_ascii_lowercase())
+                    .as_deref(),
+                Ok("gemm")
+            )
+    })
+}
+
+fn dims(g: &Geom) -> [i64; 11] {
+    [
+        g.n, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.stride, g.pad, g.ho, g.wo,
+    ]
+    .map(|v| v as i64)
+}
+
+/// One oneDNN call, one thread, into `out` (all of it written on success).
+#[cfg(spectral_onednn)]
+fn call(kind: i32, g: &Geom, a: &[f32], b: &[f32], out: &mut [f32]) -> candle_core::Result<()> {
+    let d = dims(g);
+    let mut what: *const std::os::raw::c_char = std::ptr::null();
+    // SAFETY: the caller passes buffers of the lengths the geometry implies; the call writes
+    // all of `out` or fails; `what` is set to a static string.
+    let status = unsafe {
+        ffi::spectral_onednn_conv(
+            kind,
+            1,
+            d.as_ptr(),
+            a.as_ptr(),
+            b.as_ptr(),
+            out.as_mut_ptr(),
+            &mut what,
+        )
+    };
+    if status != 0 {
+        let step = if what.is_null() {
+            String::new()
+        } else {
+            // SAFETY: a NUL-terminated static string from onednn.c.
+            unsafe { std::ffi::CStr::from_ptr(what) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        candle_core::bail!("oneDNN conv2d failed at '{step}' (dnnl_status {status}) for {g:?}");
+    }
+    Ok(())
+}
+
+/// One pass on plain NCHW/OIHW buffers (see [`Pass`] for the operands); the output is
+/// (N, C_out, H_out, W_out), (N, C_in, H, W) or (C_out, C_in, kH, kW).
+#[cfg_attr(not(spectral_onednn), allow(unused_variables))]
+pub(crate) fn conv(pass: Pass, g: &Geom, a: &[f32], b: &[f32]) -> candle_core::Result<Vec<f32>> {
+    let (x_len, y_len, w_len) = (
+        g.n * g.c_in * g.h * g.w,
+        g.n * g.c_out * g.ho * g.wo,
+        g.c_out * g.c_in * g.kh * g.kw,
+    );
+    let (kind, a_len, b_len, out_len) = match pass {
+        Pass::Forward => (0, x_len, w_len, y_len),
+        Pass::GradInput => (1, y_len, w_len, x_len),
+        Pass::GradWeight => (2, x_len, y_len, w_len),
+    };
+    if a.len() != a_len || b.len() != b_len {
+        candle_core::bail!(
+            "oneDNN conv2d {pass:?}: operands of {} and {} elements, expected {a_len} and {b_len} ({g:?})",
+            a.len(),
+            b.len()
+        );
+    }
+    #[cfg(spectral_onednn)]
+    {
+        use rayon::prelude::*;
+        if g.n == 0 {
+            return Ok(vec![0.0; out_len]);
+        }
+        // The batch is cut into one run of images per thread, each a one-thread oneDNN call on
+        // a rayon worker, instead of one call on an OpenMP team: with one thread OpenMP starts
+        // no team, so no OpenMP workers are left spinning after the call (libgomp spins for a
+        // while by default and reads its settings only at load time) while candle's and
+        // rayon's workers run the BatchNorm and ReLU passes between convolutions.
+        let threads = candle_core::utils::get_num_threads().max(1).min(g.n.max(1));
+        let runs: Vec<(usize, usize)> = (0..threads)
+            .map(|t| {
+                (
+                    t * g.n / threads,
+                    (t + 1) * g.n / threads - t * g.n / threads,
+                )
+            })
+            .filter(|r| r.1 > 0)
+            .collect();
+        let (a_img, out_img) = match pass {
+            Pass::Forward => (x_len / g.n.max(1), y_len / g.n.max(1)),
+            Pass::GradInput => (y_len / g.n.max(1), x_len / g.n.max(1)),
+            Pass::GradWeight => (x_len / g.n.max(1), 0),
+        };
+        let b_img = if pass == Pass::GradWeight {
+            y_len / g.n.max(1)
+        } else {
+            0
+        };
+        let one = |first: usize, count: usize, out: &mut [f32]| -> candle_core::Result<()> {
+            let sub = Geom { n: count, ..*g };
+            let a = &a[first * a_img..(first + count) * a_img];
+            let b = if b_img > 0 {
+                &b[first * b_img..(first + count) * b_img]
+            } else {
+                b
+            };
+            call(kind, &sub, a, b, out)
+        };
+        let mut out: Vec<f32> = Vec::with_capacity(out_len);
+        if pass == Pass::GradWeight {
+            let mut parts: Vec<Vec<f32>> = runs
+                .par_iter()
+                .map(|&(first, count)| {
+                    let mut part = vec![0f32; w_len];
+                    one(first, count, &mut part).map(|_| part)
+                })
+                .collect::<candle_core::Result<_>>()?;
+            out = parts.swap_remove(0);
+            for part in parts {
+                for (o, p) in out.iter_mut().zip(part) {
+                    *o += p;
+                }
+            }
+        } else {
+            // SAFETY: each run's call writes its whole slice or fails (and then `out` is dropped).
+            unsafe { out.set_len(out_len) };
+            let mut pieces = Vec::with_capacity(runs.len());
+            let mut rest = &mut out[..];
+            for &(_, count) in &runs {
+                let (head, tail) = rest.split_at_mut(count * out_img);
+                pieces.push(head);
+                rest = tail;
+            }
+            pieces
+                .into_par_iter()
+                .zip(runs.par_iter())
+                .try_for_each(|(piece, &(first, count))| one(first, count, piece))?;
+        }
+        Ok(out)
+    }
+    #[cfg(not(spectral_onednn))]
+    {
+        let _ = (kind, out_len);
+        candle_core::bail!(
+            "oneDNN conv2d: this build has no oneDNN (install libdnnl-dev and rebuild)"
+        )
+    }
+}
+
+/// The oneDNN implementation a forward pass of this geometry runs (e.g. `brgconv:avx512_core`),
+/// for benchmark records; `None` without oneDNN.
+pub fn implementation(
+    x: (usize, usize, usize, usize),
+    k: (usize, usize, usize, usize),
+    stride: usize,
+    pad: usize,
+) -> Option<String> {
+    let g = Geom::new(x, k, stride, pad)?;
+    #[cfg(spectral_onednn)]
+    {
+        let d = dims(&g);
+        // SAFETY: returns NULL or this thread's NUL-terminated buffer.
+        let p = unsafe { ffi::spectral_onednn_impl(d.as_ptr()) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: as above.
+        Some(
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+    #[cfg(not(spectral_onednn))]
+    {
+        let _ = dims(&g);
+        None
+    }
+}
