@@ -462,7 +462,7 @@ pub(crate) fn grad_weight<T: WithDType>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
 /// One f32 pass: oneDNN when it is in the build and chosen ([`super::onednn::enabled`]), else
 /// the GEMM kernels above. f64 always takes the GEMM kernels (oneDNN has no f64 convolution).
 fn f32_pass(pass: Pass, a: &[f32], b: &[f32], g: &Geom) -> candle_core::Result<Vec<f32>> {
-    if super::onednn::enabled() {
+    if super::onednn::enabled(pass) {
         return super::onednn::conv(pass, g, a, b);
     }
     Ok(match pass {

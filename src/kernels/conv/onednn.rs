@@ -1,10 +1,10 @@
 //! f32 convolutions through oneDNN (`onednn.c`), when the build found it (cargo feature
 //! `onednn`, default; Debian/Ubuntu: `libdnnl-dev`).
 //!
-//! Why: on AVX-512 machines oneDNN's JIT convolutions (what PyTorch runs) reach ~90% of the
-//! cores' peak, about twice what im2col + a BLAS product reaches on ResNet's shapes there
-//! (docs/performance.md, stop 12). The GEMM kernels stay: f64 (oneDNN has none, and the
-//! finite-difference tests run in f64), builds without oneDNN, and `SPECTRAL_CONV_BACKEND=gemm`.
+//! Why: on AVX-512 machines PyTorch's convolutions (oneDNN's JIT kernels) ran ResNet's layers
+//! up to twice as fast as im2col + an OpenBLAS product (docs/performance.md, stop 12). Opt-in
+//! per pass ([`enabled`]); the GEMM kernels stay the default, and the only path for f64
+//! (oneDNN has none; the finite-difference tests run in f64) and for builds without oneDNN.
 //!
 //! Threads: the batch is shared out over candle's rayon pool (`RAYON_NUM_THREADS`), one
 //! single-threaded oneDNN call per thread (see [`conv`] for why not oneDNN's own OpenMP team).
@@ -33,19 +33,47 @@ pub fn compiled() -> bool {
     cfg!(spectral_onednn)
 }
 
-/// Whether f32 convolutions go to oneDNN: in the build, and env `SPECTRAL_CONV_BACKEND` is not
-/// `gemm` (read once).
-pub(crate) fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        compiled()
-            && !matches!(
-                std::env::var("SPECTRAL_CONV_BACKEND")
-                    .map(|v| v.trim().to_ascii_lowercase())
-                    .as_deref(),
-                Ok("gemm")
-            )
-    })
+/// Whether this f32 pass goes to oneDNN: in the build, and named in env
+/// `SPECTRAL_ONEDNN_PASSES` (comma-separated `fwd`, `dx`, `dw`; default none, and none with
+/// `SPECTRAL_CONV_BACKEND=gemm`). Read once.
+///
+/// Opt-in, not the default: on the AVX-512 machine of stop 12 oneDNN ran the forward 1.2-1.9x
+/// faster than the GEMM kernels, the 64 px input gradient ~1.25x, the 224 px backward passes at
+/// the same speed, but its blocked copies of the activations (reorders around every call, as
+/// PyTorch does for NCHW tensors) raised the peak memory of a ResNet-50 224 px input-gradient
+/// pass from 2180 to 2380-2600 MiB, above PyTorch's 2283 MiB, which issue 5 rules out; taking
+/// those copies from fresh pages instead (mmap) kept the peak at 2250 MiB but cost more time
+/// than oneDNN saved (docs/performance.md, stop 12).
+pub(crate) fn enabled(pass: Pass) -> bool {
+    static ON: std::sync::OnceLock<[bool; 3]> = std::sync::OnceLock::new();
+    let on = ON.get_or_init(|| {
+        let gemm = matches!(
+            std::env::var("SPECTRAL_CONV_BACKEND")
+                .map(|v| v.trim().to_ascii_lowercase())
+                .as_deref(),
+            Ok("gemm")
+        );
+        if !compiled() || gemm {
+            return [false; 3];
+        }
+        let list = std::env::var("SPECTRAL_ONEDNN_PASSES").unwrap_or_default();
+        let has = |p: &str| list.split(',').any(|v| v.trim() == p);
+        [has("fwd"), has("dx"), has("dw")]
+    });
+    on[pass as usize]
+}
+
+/// The passes [`enabled`] sends to oneDNN in this process, by name (`fwd`, `dx`, `dw`).
+pub fn passes_in_use() -> Vec<&'static str> {
+    [
+        (Pass::Forward, "fwd"),
+        (Pass::GradInput, "dx"),
+        (Pass::GradWeight, "dw"),
+    ]
+    .into_iter()
+    .filter(|(p, _)| enabled(*p))
+    .map(|(_, name)| name)
+    .collect()
 }
 
 fn dims(g: &Geom) -> [i64; 11] {
