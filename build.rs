@@ -23,21 +23,9 @@ fn main() {
     if env::var_os("CARGO_FEATURE_OPENBLAS").is_none() {
         return;
     }
-    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(d) = env::var_os("SPECTRAL_OPENBLAS_LIB_DIR") {
-        dirs.push(d.into());
-    }
-    for d in [
-        format!("/usr/lib/{arch}-linux-gnu"),
-        "/usr/lib64".into(),
-        "/usr/lib".into(),
-        "/usr/local/lib".into(),
-        "/opt/homebrew/opt/openblas/lib".into(),
-        "/usr/local/opt/openblas/lib".into(),
-    ] {
-        dirs.push(d.into());
-    }
+    let mut dirs = lib_dirs("SPECTRAL_OPENBLAS_LIB_DIR");
+    dirs.push("/opt/homebrew/opt/openblas/lib".into());
+    dirs.push("/usr/local/opt/openblas/lib".into());
     let names = ["libopenblas.so", "libopenblas.dylib", "libopenblas.a"];
     match dirs
         .iter()
@@ -60,6 +48,7 @@ fn main() {
     }
 }
 
+/// `$var` (if set), then the system library directories.
 fn lib_dirs(var: &str) -> Vec<PathBuf> {
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = env::var_os(var).map(PathBuf::from).into_iter().collect();

@@ -2,8 +2,8 @@
 //!
 //! Every model convolution goes through [`conv2d`]. On a CPU device with f32/f64 tensors and the
 //! fast path on ([`set_fast_cpu`], env `SPECTRAL_FAST_CONV=0|1`, default on), it runs one candle
-//! `CustomOp2` (forward, input gradient and weight gradient): f32 through oneDNN ([`onednn`])
-//! when the build has it, else (and f64 always) the GEMM kernels of `cpu`; otherwise (CUDA, other
+//! `CustomOp2` (forward, input gradient and weight gradient): the GEMM kernels of `cpu`, or for
+//! the f32 passes named in `SPECTRAL_ONEDNN_PASSES`, oneDNN ([`onednn`]); otherwise (CUDA, other
 //! dtypes, or the switch off) candle's own `conv2d`. All give the same results up to float
 //! rounding order (tested below against stock candle and finite differences).
 

@@ -72,16 +72,16 @@ impl Geom {
             wo: (w + 2 * pad - kw) / stride + 1,
         })
     }
-    fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.c_in * self.kh * self.kw
     }
     fn p(&self) -> usize {
         self.ho * self.wo
     }
-    fn in_len(&self) -> usize {
+    pub(crate) fn in_len(&self) -> usize {
         self.c_in * self.h * self.w
     }
-    fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.c_out * self.p()
     }
     /// 1x1, stride 1, no padding: the image itself is its `col` matrix.

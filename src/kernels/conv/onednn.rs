@@ -34,8 +34,7 @@ pub fn compiled() -> bool {
 }
 
 /// Whether this f32 pass goes to oneDNN: in the build, and named in env
-/// `SPECTRAL_ONEDNN_PASSES` (comma-separated `fwd`, `dx`, `dw`; default none, and none with
-/// `SPECTRAL_CONV_BACKEND=gemm`). Read once.
+/// `SPECTRAL_ONEDNN_PASSES` (comma-separated `fwd`, `dx`, `dw`; default none). Read once.
 ///
 /// Opt-in, not the default: on the AVX-512 machine of stop 12 oneDNN ran the forward 1.2-1.9x
 /// faster than the GEMM kernels, the 64 px input gradient ~1.25x, the 224 px backward passes at
@@ -47,13 +46,7 @@ pub fn compiled() -> bool {
 pub(crate) fn enabled(pass: Pass) -> bool {
     static ON: std::sync::OnceLock<[bool; 3]> = std::sync::OnceLock::new();
     let on = ON.get_or_init(|| {
-        let gemm = matches!(
-            std::env::var("SPECTRAL_CONV_BACKEND")
-                .map(|v| v.trim().to_ascii_lowercase())
-                .as_deref(),
-            Ok("gemm")
-        );
-        if !compiled() || gemm {
+        if !compiled() {
             return [false; 3];
         }
         let list = std::env::var("SPECTRAL_ONEDNN_PASSES").unwrap_or_default();
@@ -119,11 +112,7 @@ fn call(kind: i32, g: &Geom, a: &[f32], b: &[f32], out: &mut [f32]) -> candle_co
 /// (N, C_out, H_out, W_out), (N, C_in, H, W) or (C_out, C_in, kH, kW).
 #[cfg_attr(not(spectral_onednn), allow(unused_variables))]
 pub(crate) fn conv(pass: Pass, g: &Geom, a: &[f32], b: &[f32]) -> candle_core::Result<Vec<f32>> {
-    let (x_len, y_len, w_len) = (
-        g.n * g.c_in * g.h * g.w,
-        g.n * g.c_out * g.ho * g.wo,
-        g.c_out * g.c_in * g.kh * g.kw,
-    );
+    let (x_len, y_len, w_len) = (g.n * g.in_len(), g.n * g.out_len(), g.c_out * g.k());
     let (kind, a_len, b_len, out_len) = match pass {
         Pass::Forward => (0, x_len, w_len, y_len),
         Pass::GradInput => (1, y_len, w_len, x_len),
@@ -147,7 +136,7 @@ pub(crate) fn conv(pass: Pass, g: &Geom, a: &[f32], b: &[f32]) -> candle_core::R
         // no team, so no OpenMP workers are left spinning after the call (libgomp spins for a
         // while by default and reads its settings only at load time) while candle's and
         // rayon's workers run the BatchNorm and ReLU passes between convolutions.
-        let threads = candle_core::utils::get_num_threads().max(1).min(g.n.max(1));
+        let threads = candle_core::utils::get_num_threads().clamp(1, g.n);
         let runs: Vec<(usize, usize)> = (0..threads)
             .map(|t| {
                 (
@@ -157,15 +146,11 @@ pub(crate) fn conv(pass: Pass, g: &Geom, a: &[f32], b: &[f32]) -> candle_core::R
             })
             .filter(|r| r.1 > 0)
             .collect();
-        let (a_img, out_img) = match pass {
-            Pass::Forward => (x_len / g.n.max(1), y_len / g.n.max(1)),
-            Pass::GradInput => (y_len / g.n.max(1), x_len / g.n.max(1)),
-            Pass::GradWeight => (x_len / g.n.max(1), 0),
-        };
-        let b_img = if pass == Pass::GradWeight {
-            y_len / g.n.max(1)
-        } else {
-            0
+        // per-image lengths of the batched operands (0: not batched, the weights)
+        let (a_img, b_img, out_img) = match pass {
+            Pass::Forward => (g.in_len(), 0, g.out_len()),
+            Pass::GradInput => (g.out_len(), 0, g.in_len()),
+            Pass::GradWeight => (g.in_len(), g.out_len(), 0),
         };
         let one = |first: usize, count: usize, out: &mut [f32]| -> candle_core::Result<()> {
             let sub = Geom { n: count, ..*g };
