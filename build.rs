@@ -7,10 +7,12 @@
 //! Hand-written (a file probe) instead of the `openblas-src` crate: its `system` mode
 //! still builds a source downloader (ureq + TLS) as a build dependency.
 //!
-//! Also finds oneDNN (feature `onednn`, on by default: header `oneapi/dnnl/dnnl.h` and
-//! `libdnnl`, Debian/Ubuntu `libdnnl-dev`, 2.x API). Found: compiles `src/kernels/conv/onednn.c`
-//! with the `cc` crate, links it, and sets `cfg(spectral_onednn)`. Not found: a warning, and f32
-//! convolutions use the GEMM kernels.
+//! Also finds oneDNN (feature `onednn`, on by default): first the 3.x build from PyPI that
+//! `scripts/fetch-onednn.sh` unpacks into `target/onednn`, then the system's (Debian/Ubuntu
+//! `libdnnl-dev`, 2.x API). Found: compiles `src/kernels/conv/onednn.c` with the `cc` crate
+//! against that header, with the library's path for it to open at run time (no link-time
+//! dependency), and sets `cfg(spectral_onednn)`. Not found: a warning, and f32 convolutions use
+//! the GEMM kernels.
 
 use std::env;
 use std::path::PathBuf;
@@ -71,37 +73,61 @@ fn onednn() {
     if env::var_os("CARGO_FEATURE_ONEDNN").is_none() {
         return;
     }
-    let includes: Vec<PathBuf> = env::var_os("SPECTRAL_ONEDNN_INCLUDE_DIR")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(["/usr/include".into(), "/usr/local/include".into()])
-        .collect();
-    let include = includes
-        .iter()
-        .find(|d| d.join("oneapi/dnnl/dnnl.h").exists());
-    let libs = lib_dirs("SPECTRAL_ONEDNN_LIB_DIR");
-    let lib = libs.iter().find(|d| d.join("libdnnl.so").exists());
-    match (include, lib) {
-        (Some(include), Some(lib)) => {
+    // (header directory, library directories) in order of preference: the environment, the
+    // PyPI build that scripts/fetch-onednn.sh unpacks (oneDNN 3.x), the system's (Debian 2.6).
+    let fetched = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("target/onednn");
+    if fetched.exists() {
+        println!("cargo:rerun-if-changed={}", fetched.display());
+    }
+    let mut places: Vec<(PathBuf, Vec<PathBuf>)> = Vec::new();
+    if let Some(inc) = env::var_os("SPECTRAL_ONEDNN_INCLUDE_DIR") {
+        places.push((inc.into(), lib_dirs("SPECTRAL_ONEDNN_LIB_DIR")));
+    }
+    places.push((fetched.join("include"), vec![fetched.join("lib")]));
+    for inc in ["/usr/include", "/usr/local/include"] {
+        places.push((inc.into(), lib_dirs("SPECTRAL_ONEDNN_LIB_DIR")));
+    }
+    // the library file of the header's major version (libdnnl.so.2 or .so.3)
+    let found = places.iter().find_map(|(inc, libs)| {
+        let version = std::fs::read_to_string(inc.join("oneapi/dnnl/dnnl_version.h")).ok()?;
+        let major = version.lines().find_map(|l| {
+            l.strip_prefix("#define DNNL_VERSION_MAJOR")
+                .map(|v| v.trim().to_string())
+        })?;
+        let lib = libs
+            .iter()
+            .map(|d| d.join(format!("libdnnl.so.{major}")))
+            .find(|f| f.exists())?;
+        Some((inc.clone(), lib, major))
+    });
+    match found {
+        Some((include, lib, major)) => {
             cc::Build::new()
                 .file("src/kernels/conv/onednn.c")
-                .include(include)
+                .include(&include)
+                .define("SPECTRAL_DNNL_LIB", format!("{:?}", lib.display().to_string()).as_str())
                 .opt_level(2)
                 .warnings(true)
                 .compile("spectral_onednn");
-            println!("cargo:rustc-link-search=native={}", lib.display());
-            println!("cargo:rustc-link-lib=dnnl");
-            println!("cargo:rustc-link-lib=gomp");
+            // opened at run time (dlopen, see onednn.c): nothing to link but the loader
+            println!("cargo:rustc-link-lib=dl");
             println!("cargo:rustc-cfg=spectral_onednn");
+            println!("cargo:rustc-env=SPECTRAL_ONEDNN_BUILT_WITH={} (API {major}.x)", lib.display());
         }
-        _ => {
-            println!(
-            "cargo:warning=oneDNN not found (header oneapi/dnnl/dnnl.h in {}, libdnnl.so in {}; \
-             set SPECTRAL_ONEDNN_INCLUDE_DIR / SPECTRAL_ONEDNN_LIB_DIR, or install it: \
-             apt-get install libdnnl-dev); f32 convolutions use the GEMM kernels",
-            includes.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
-            libs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-        )
-        }
+        None => println!(
+            "cargo:warning=oneDNN not found (a header oneapi/dnnl/dnnl_version.h with libdnnl.so.<major> in: {}); \
+             fetch it (scripts/fetch-onednn.sh, oneDNN 3.2 from PyPI), set SPECTRAL_ONEDNN_INCLUDE_DIR / \
+             SPECTRAL_ONEDNN_LIB_DIR, or install it (apt-get install libdnnl-dev); f32 convolutions use \
+             the GEMM kernels",
+            places
+                .iter()
+                .map(|(i, l)| format!(
+                    "{} + {}",
+                    i.display(),
+                    l.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
     }
 }

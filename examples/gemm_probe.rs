@@ -37,18 +37,20 @@ fn main() {
     };
     println!("OpenBLAS: {}", config.as_deref().unwrap_or("not linked"));
     // The convolutions' f32 backend: which oneDNN kernel a 3x3 layer of ResNet runs here.
-    let conv = match spectral_transfer::kernels::conv::onednn::implementation(
-        (16, 64, 56, 56),
-        (64, 64, 3, 3),
-        1,
-        1,
-    ) {
+    use spectral_transfer::kernels::conv::onednn;
+    let conv = match onednn::implementation((16, 64, 56, 56), (64, 64, 3, 3), 1, 1) {
         Some(imp) => format!(
-            "oneDNN in the build ({imp} for a 64x56x56 3x3 layer), used for [{}] \
+            "oneDNN {imp} for a 64x56x56 3x3 layer ({}), used for [{}] \
              (SPECTRAL_ONEDNN_PASSES), the GEMM kernels for the rest",
-            spectral_transfer::kernels::conv::onednn::passes_in_use().join(",")
+            onednn::library().unwrap_or_default(),
+            onednn::passes_in_use().join(",")
         ),
-        None => "GEMM kernels (no oneDNN in this build)".into(),
+        None => format!(
+            "GEMM kernels ({})",
+            onednn::library()
+                .err()
+                .unwrap_or("oneDNN gave no implementation")
+        ),
     };
     println!("f32 convolutions: {conv}\n");
     println!("| m x k x n | threads | OpenBLAS GFLOP/s | gemm crate GFLOP/s |\n|---|---|---|---|");

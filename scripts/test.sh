@@ -14,6 +14,12 @@ SPECTRAL_PACKAGE_CACHE="${SPECTRAL_PACKAGE_CACHE:-$PWD/target/package-cache}"
 export SPECTRAL_PACKAGE_CACHE
 scripts/fetch-packages.sh "$SPECTRAL_PACKAGE_CACHE"
 
+step "oneDNN 3.2 from PyPI for the f32 convolutions (optional: a failure falls back to the system's)"
+scripts/fetch-onednn.sh target/onednn || echo "WARNING: oneDNN 3.2 not fetched; the build uses the system's oneDNN, if any" >&2
+# With a oneDNN in the build (fetched above, or Debian's libdnnl-dev that .ci/run installs), its
+# comparison test must run, not skip.
+export SPECTRAL_REQUIRE_ONEDNN=1
+
 step "notebook kernel: installing in the background (log: target/install-notebook-kernel.log)"
 # A cold install of evcxr_jupyter is ~15 min of compiling; run beside the crate's own cold build
 # so that each fills the other's single-crate stretches on 2 cores.

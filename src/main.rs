@@ -289,6 +289,7 @@ fn report(
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if spectral_transfer::kernels::fast_cpu() {
+        spectral_transfer::kernels::tune_allocator();
         spectral_transfer::kernels::tune_thread_pools();
     }
     let layout = Layout::new(&cli.out);

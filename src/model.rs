@@ -326,12 +326,13 @@ impl ResNet {
     /// Builds the model from `vb` (a [`VarMap`]-backed builder to train, or one over loaded
     /// tensors to evaluate). Parameters a VarMap does not hold yet get torchvision's init
     /// from candle's (unseeded) RNG; call [`init_seeded`] or use [`ResNet::seeded`] for a
-    /// reproducible init. With the fast CPU kernels on, also shortens candle's pool spin
-    /// ([`crate::kernels::tune_thread_pools`]).
+    /// reproducible init. With the fast CPU kernels on, also tunes malloc and shortens candle's
+    /// pool spin ([`crate::kernels::tune_allocator`], [`crate::kernels::tune_thread_pools`]).
     pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         // Before the first forward pass, so that candle's pool starts with the short spin.
         if crate::kernels::fast_cpu() {
+            crate::kernels::tune_allocator();
             crate::kernels::tune_thread_pools();
         }
         let w = cfg.base_width;

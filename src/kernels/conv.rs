@@ -2,10 +2,11 @@
 //!
 //! Every model convolution goes through [`conv2d`]. On a CPU device with f32/f64 tensors and the
 //! fast path on ([`set_fast_cpu`], env `SPECTRAL_FAST_CONV=0|1`, default on), it runs one candle
-//! `CustomOp2` (forward, input gradient and weight gradient): the GEMM kernels of `cpu`, or for
-//! the f32 passes named in `SPECTRAL_ONEDNN_PASSES`, oneDNN ([`onednn`]); otherwise (CUDA, other
-//! dtypes, or the switch off) candle's own `conv2d`. All give the same results up to float
-//! rounding order (tested below against stock candle and finite differences).
+//! `CustomOp2` (forward, input gradient and weight gradient): for f32, oneDNN where it loads
+//! ([`onednn`]; `SPECTRAL_ONEDNN_PASSES` picks the passes, all by default), else and for f64 the
+//! GEMM kernels of `cpu`; otherwise (CUDA, other dtypes, or the switch off) candle's own
+//! `conv2d`. All give the same results up to float rounding order (tested below against stock
+//! candle and finite differences).
 
 mod cpu;
 pub mod onednn;

@@ -2,30 +2,218 @@
  *
  * Why C and not Rust FFI declarations: oneDNN 2.x's C API passes its descriptors
  * (dnnl_memory_desc_t, dnnl_convolution_desc_t) by value-sized structs whose layouts change
- * between releases; compiling against the installed header keeps them right. No Rust crate
- * wraps oneDNN. build.rs compiles this file only when it finds the header and the library.
+ * between releases, and 3.x replaced them by handles and one create call per primitive kind;
+ * compiling against the installed header keeps both right (the few calls that differ are
+ * wrapped below, switched on DNNL_VERSION_MAJOR). No Rust crate wraps oneDNN. build.rs compiles
+ * this file only when it finds the header and the library: Debian's libdnnl-dev (2.6) or
+ * Intel's PyPI build (3.x, scripts/fetch-onednn.sh).
  *
  * One call = one convolution pass on plain NCHW / OIHW f32 buffers (what candle holds):
  *   kind 0: forward         a = x (N,C,H,W),        b = w (O,C,kH,kW) -> out = y  (N,O,Ho,Wo)
  *   kind 1: backward data   a = dy (N,O,Ho,Wo),     b = w             -> out = dx (N,C,H,W)
  *   kind 2: backward weight a = x,                  b = dy            -> out = dw (O,C,kH,kW)
  * The primitive picks its own (blocked) layouts ("any"); inputs and outputs are reordered to and
- * from them around the call, as PyTorch does for NCHW tensors. oneDNN caches primitives (its
- * primitive cache), so a repeated shape costs a descriptor lookup, not a JIT compile.
+ * from them around the call, as PyTorch does for NCHW tensors. Each thread keeps the primitives
+ * of the geometries it has run (plan_get), so a repeated shape costs a table lookup.
  * Returns 0, or a oneDNN status (> 0) with the failing step in `what`. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <dlfcn.h>
 #include <oneapi/dnnl/dnnl.h>
 
-extern void omp_set_num_threads(int);
+/* oneDNN is opened at run time (dlopen), not linked: a build that found it keeps working where
+ * the library is missing (the GEMM kernels take over, see spectral_onednn_available), and a
+ * oneDNN outside the loader's search path (Intel's PyPI build under target/onednn) needs no
+ * rpath in every binary that links this crate (tests, examples, the notebooks' cells). build.rs
+ * passes the path of the library it compiled against; the header's major version must match. */
+#ifndef SPECTRAL_DNNL_LIB
+#define SPECTRAL_DNNL_LIB ""
+#endif
+#if DNNL_VERSION_MAJOR >= 3
+#define SPECTRAL_DNNL_SONAME "libdnnl.so.3"
+#define DNNL_VERSIONED(X) \
+    X(dnnl_memory_desc_create_with_tag) \
+    X(dnnl_memory_desc_destroy) \
+    X(dnnl_convolution_forward_primitive_desc_create) \
+    X(dnnl_convolution_backward_data_primitive_desc_create) \
+    X(dnnl_convolution_backward_weights_primitive_desc_create)
+#else
+#define SPECTRAL_DNNL_SONAME "libdnnl.so.2"
+#define DNNL_VERSIONED(X) \
+    X(dnnl_memory_desc_init_by_tag) \
+    X(dnnl_convolution_forward_desc_init) \
+    X(dnnl_convolution_backward_data_desc_init) \
+    X(dnnl_convolution_backward_weights_desc_init) \
+    X(dnnl_primitive_desc_create)
+#endif
+#define DNNL_FUNCTIONS(X) \
+    X(dnnl_engine_create) \
+    X(dnnl_memory_create) \
+    X(dnnl_memory_desc_equal) \
+    X(dnnl_memory_desc_get_size) \
+    X(dnnl_memory_destroy) \
+    X(dnnl_memory_get_memory_desc) \
+    X(dnnl_primitive_attr_create) \
+    X(dnnl_primitive_attr_destroy) \
+    X(dnnl_primitive_attr_set_scratchpad_mode) \
+    X(dnnl_primitive_create) \
+    X(dnnl_primitive_desc_destroy) \
+    X(dnnl_primitive_desc_query) \
+    X(dnnl_primitive_desc_query_md) \
+    X(dnnl_primitive_destroy) \
+    X(dnnl_primitive_execute) \
+    X(dnnl_reorder_primitive_desc_create) \
+    X(dnnl_stream_create) \
+    X(dnnl_stream_destroy) \
+    X(dnnl_stream_wait) \
+    X(dnnl_version) \
+    DNNL_VERSIONED(X)
+
+#define DNNL(f) (p_##f)
+#define DECLARE(f) static __typeof__(f) *p_##f;
+DNNL_FUNCTIONS(DECLARE)
+static void (*p_omp_set_num_threads)(int);
+static const char *load_note = "not loaded";
+
+static int load(void) {
+    const char *names[2] = {SPECTRAL_DNNL_LIB, SPECTRAL_DNNL_SONAME};
+    void *lib = NULL;
+    for (int i = 0; i < 2 && !lib; i++)
+        if (names[i][0]) {
+            lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+            if (lib) load_note = names[i];
+        }
+    if (!lib) {
+        const char *e = dlerror();
+        load_note = e ? e : "dlopen failed";
+        return 0;
+    }
+#define LOAD(f)                                                                                   \
+    if (!(p_##f = (__typeof__(p_##f))dlsym(lib, #f))) {                                           \
+        load_note = "missing symbol " #f;                                                         \
+        return 0;                                                                                 \
+    }
+    DNNL_FUNCTIONS(LOAD)
+    /* the OpenMP runtime the library was built with (absent in TBB or sequential builds) */
+    p_omp_set_num_threads = (void (*)(int))dlsym(lib, "omp_set_num_threads");
+    if (DNNL(dnnl_version)()->major != DNNL_VERSION_MAJOR) {
+        load_note = "library's major version differs from the header's";
+        return 0;
+    }
+    return 1;
+}
 
 static dnnl_engine_t engine;
 static dnnl_status_t engine_status = dnnl_success;
 static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
 
-static void engine_init(void) { engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0); }
+static void engine_init(void) {
+    engine_status = load() ? DNNL(dnnl_engine_create)(&engine, dnnl_cpu, 0) : dnnl_runtime_error;
+}
+
+/* 1 when oneDNN loaded and its CPU engine started; `note` is the library opened, or why not. */
+int spectral_onednn_available(const char **note) {
+    pthread_once(&engine_once, engine_init);
+    *note = load_note;
+    return engine_status == dnnl_success;
+}
+
+/* What differs between the 2.x and 3.x C APIs. `cmd_t` is what every call takes for a memory
+ * descriptor (2.x: a pointer to the struct; 3.x: the handle). */
+#if DNNL_VERSION_MAJOR >= 3
+typedef const_dnnl_memory_desc_t cmd_t;
+typedef dnnl_memory_desc_t md_t; /* a handle, destroyed by md_free */
+static dnnl_status_t md_init(md_t *md, const dnnl_dims_t d, dnnl_format_tag_t tag) {
+    return DNNL(dnnl_memory_desc_create_with_tag)(md, 4, d, dnnl_f32, tag);
+}
+static cmd_t md_ref(const md_t *md) { return *md; }
+static void md_free(md_t *md) {
+    if (*md) DNNL(dnnl_memory_desc_destroy)(*md);
+    *md = NULL;
+}
+#else
+typedef const dnnl_memory_desc_t *cmd_t;
+typedef dnnl_memory_desc_t md_t; /* the struct itself */
+static dnnl_status_t md_init(md_t *md, const dnnl_dims_t d, dnnl_format_tag_t tag) {
+    return DNNL(dnnl_memory_desc_init_by_tag)(md, 4, d, dnnl_f32, tag);
+}
+static cmd_t md_ref(const md_t *md) { return md; }
+static void md_free(md_t *md) { (void)md; }
+#endif
+
+/* The geometry g = n, c_in, h, w, c_out, kh, kw, stride, pad, ho, wo as oneDNN dimensions, and
+ * the plain (NCHW / OIHW) and "any"-layout descriptors of src, weights and dst. */
+typedef struct {
+    dnnl_dims_t src_d, wei_d, dst_d, strides, dilates, pad_l, pad_r;
+    md_t src_u, wei_u, dst_u, src_any, wei_any, dst_any;
+} geom_t;
+
+static dnnl_status_t geom_init(geom_t *t, const int64_t *g) {
+    memset(t, 0, sizeof *t);
+    int64_t src[4] = {g[0], g[1], g[2], g[3]}, wei[4] = {g[4], g[1], g[5], g[6]},
+            dst[4] = {g[0], g[4], g[9], g[10]};
+    memcpy(t->src_d, src, sizeof src);
+    memcpy(t->wei_d, wei, sizeof wei);
+    memcpy(t->dst_d, dst, sizeof dst);
+    t->strides[0] = t->strides[1] = g[7];
+    t->pad_l[0] = t->pad_l[1] = g[8];
+    /* right padding: what makes the output size come out as given (PyTorch's floor rule) */
+    t->pad_r[0] = (g[9] - 1) * g[7] + g[5] - g[2] - g[8];
+    t->pad_r[1] = (g[10] - 1) * g[7] + g[6] - g[3] - g[8];
+    dnnl_status_t s = md_init(&t->src_u, t->src_d, dnnl_nchw);
+    if (s == dnnl_success) s = md_init(&t->wei_u, t->wei_d, dnnl_oihw);
+    if (s == dnnl_success) s = md_init(&t->dst_u, t->dst_d, dnnl_nchw);
+    if (s == dnnl_success) s = md_init(&t->src_any, t->src_d, dnnl_format_tag_any);
+    if (s == dnnl_success) s = md_init(&t->wei_any, t->wei_d, dnnl_format_tag_any);
+    if (s == dnnl_success) s = md_init(&t->dst_any, t->dst_d, dnnl_format_tag_any);
+    return s;
+}
+
+static void geom_free(geom_t *t) {
+    md_free(&t->src_u);
+    md_free(&t->wei_u);
+    md_free(&t->dst_u);
+    md_free(&t->src_any);
+    md_free(&t->wei_any);
+    md_free(&t->dst_any);
+}
+
+/* The primitive descriptor of one pass (kind 0/1/2; `prop` for the forward: inference or
+ * training); the backward passes take the training forward's as their hint. */
+static dnnl_status_t pass_pd(dnnl_primitive_desc_t *pd, int kind, dnnl_prop_kind_t prop, const geom_t *t,
+                             const_dnnl_primitive_attr_t attr, const_dnnl_primitive_desc_t hint) {
+    cmd_t src = md_ref(&t->src_any), wei = md_ref(&t->wei_any), dst = md_ref(&t->dst_any);
+#if DNNL_VERSION_MAJOR >= 3
+    if (kind == 0)
+        return DNNL(dnnl_convolution_forward_primitive_desc_create)(pd, engine, prop, dnnl_convolution_direct, src, wei,
+                                                              NULL, dst, t->strides, t->dilates, t->pad_l,
+                                                              t->pad_r, attr);
+    if (kind == 1)
+        return DNNL(dnnl_convolution_backward_data_primitive_desc_create)(pd, engine, dnnl_convolution_direct, src, wei,
+                                                                    dst, t->strides, t->dilates, t->pad_l,
+                                                                    t->pad_r, hint, attr);
+    return DNNL(dnnl_convolution_backward_weights_primitive_desc_create)(pd, engine, dnnl_convolution_direct, src, wei,
+                                                                   NULL, dst, t->strides, t->dilates, t->pad_l,
+                                                                   t->pad_r, hint, attr);
+#else
+    dnnl_convolution_desc_t desc;
+    dnnl_status_t s;
+    if (kind == 0)
+        s = DNNL(dnnl_convolution_forward_desc_init)(&desc, prop, dnnl_convolution_direct, src, wei, NULL, dst,
+                                               t->strides, t->pad_l, t->pad_r);
+    else if (kind == 1)
+        s = DNNL(dnnl_convolution_backward_data_desc_init)(&desc, dnnl_convolution_direct, src, wei, dst, t->strides,
+                                                     t->pad_l, t->pad_r);
+    else
+        s = DNNL(dnnl_convolution_backward_weights_desc_init)(&desc, dnnl_convolution_direct, src, wei, NULL, dst,
+                                                        t->strides, t->pad_l, t->pad_r);
+    if (s != dnnl_success) return s;
+    return DNNL(dnnl_primitive_desc_create)(pd, &desc, attr, engine, hint);
+#endif
+}
 
 #define CHECK(call, step)                                                                        \
     do {                                                                                          \
@@ -37,195 +225,194 @@ static void engine_init(void) { engine_status = dnnl_engine_create(&engine, dnnl
         }                                                                                         \
     } while (0)
 
-/* One argument of the primitive: the user's plain buffer and, when the primitive wants another
- * layout, a scratch buffer in that layout plus the memory objects for both. */
+/* Everything a pass of one geometry needs besides the data: its primitive, the reorders between
+ * the plain buffers and the layouts it picked (NULL where they agree) and the descriptors. Built
+ * once per (pass, geometry) and thread and kept: a primitive descriptor takes oneDNN's
+ * implementation search (and the backward passes a forward one as hint) on every creation, which
+ * cost more than the convolution itself for the small layers of the 32-64 px models. */
 typedef struct {
-    dnnl_memory_t user, inner;
-    void *scratch;
-} arg_t;
+    int64_t key[12]; /* kind, g[0..11]; key[0] = -1: empty */
+    geom_t t;
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim, reorder[3];
+    cmd_t user[3], want[3], pad_md; /* user[i] / want[i]: args a, b, out */
+    int tags[3];
+    size_t want_bytes[3], pad_bytes;
+} plan_t;
 
-static dnnl_status_t reorder(dnnl_stream_t stream, dnnl_memory_t from, dnnl_memory_t to) {
-    const dnnl_memory_desc_t *fmd, *tmd;
+/* per thread: the rayon workers that call in live as long as the process; the plans' JIT code
+ * itself is shared through oneDNN's primitive cache */
+#define PLANS 96
+static __thread plan_t *plans; /* PLANS of them, allocated on the thread's first call */
+static __thread int plans_next;
+static __thread dnnl_stream_t stream;
+
+static void plan_free(plan_t *p) {
+    for (int i = 0; i < 3; i++)
+        if (p->reorder[i]) DNNL(dnnl_primitive_destroy)(p->reorder[i]);
+    if (p->prim) DNNL(dnnl_primitive_destroy)(p->prim);
+    if (p->pd) DNNL(dnnl_primitive_desc_destroy)(p->pd);
+    geom_free(&p->t);
+    memset(p, 0, sizeof *p);
+    p->key[0] = -1;
+}
+
+static dnnl_status_t reorder_make(dnnl_primitive_t *prim, cmd_t from, cmd_t to) {
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_status_t s = dnnl_memory_get_memory_desc(from, &fmd);
-    if (s == dnnl_success) s = dnnl_memory_get_memory_desc(to, &tmd);
-    if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&pd, fmd, engine, tmd, engine, NULL);
-    if (s == dnnl_success) s = dnnl_primitive_create(&prim, pd);
-    if (s == dnnl_success) {
-        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-        s = dnnl_primitive_execute(prim, stream, 2, args);
-    }
-    if (prim) dnnl_primitive_destroy(prim);
-    if (pd) dnnl_primitive_desc_destroy(pd);
+    dnnl_status_t s = DNNL(dnnl_reorder_primitive_desc_create)(&pd, from, engine, to, engine, NULL);
+    if (s == dnnl_success) s = DNNL(dnnl_primitive_create)(prim, pd);
+    if (pd) DNNL(dnnl_primitive_desc_destroy)(pd);
     return s;
 }
 
-/* Wraps `data` (plain layout `user_md`) for a primitive wanting `want`. */
-static dnnl_status_t arg_init(arg_t *a, const dnnl_memory_desc_t *user_md,
-                              const dnnl_memory_desc_t *want, void *data) {
-    a->user = a->inner = NULL;
-    a->scratch = NULL;
-    dnnl_status_t s = dnnl_memory_create(&a->user, user_md, engine, data);
-    if (s != dnnl_success) return s;
-    if (dnnl_memory_desc_equal(user_md, want)) {
-        a->inner = a->user;
-        return dnnl_success;
+static int plan_make(plan_t *p, int kind, const int64_t *g, const char **what) {
+    int status = 0;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t fwd_pd = NULL;
+    p->key[0] = kind;
+    memcpy(p->key + 1, g, 11 * sizeof *g);
+    /* The primitive's scratchpad is allocated per call and freed after it: oneDNN's default
+     * (library-owned, per thread) keeps the largest one ever needed for the life of the thread
+     * (measured: +20 MiB on the peak of a ResNet-50 224 px input-gradient pass). */
+    CHECK(DNNL(dnnl_primitive_attr_create)(&attr), "attributes");
+    CHECK(DNNL(dnnl_primitive_attr_set_scratchpad_mode)(attr, dnnl_scratchpad_mode_user), "attributes");
+    CHECK(geom_init(&p->t, g), "memory descriptors");
+    CHECK(pass_pd(&fwd_pd, 0, kind == 0 ? dnnl_forward_inference : dnnl_forward_training, &p->t, attr, NULL),
+          "forward primitive desc");
+    const geom_t *t = &p->t;
+    dnnl_query_t q[3];
+    if (kind == 0) {
+        p->pd = fwd_pd;
+        fwd_pd = NULL;
+        p->user[0] = md_ref(&t->src_u); p->user[1] = md_ref(&t->wei_u); p->user[2] = md_ref(&t->dst_u);
+        q[0] = dnnl_query_src_md; q[1] = dnnl_query_weights_md; q[2] = dnnl_query_dst_md;
+        p->tags[0] = DNNL_ARG_SRC; p->tags[1] = DNNL_ARG_WEIGHTS; p->tags[2] = DNNL_ARG_DST;
+    } else if (kind == 1) {
+        CHECK(pass_pd(&p->pd, 1, dnnl_backward_data, t, attr, fwd_pd), "backward-data primitive desc");
+        p->user[0] = md_ref(&t->dst_u); p->user[1] = md_ref(&t->wei_u); p->user[2] = md_ref(&t->src_u);
+        q[0] = dnnl_query_diff_dst_md; q[1] = dnnl_query_weights_md; q[2] = dnnl_query_diff_src_md;
+        p->tags[0] = DNNL_ARG_DIFF_DST; p->tags[1] = DNNL_ARG_WEIGHTS; p->tags[2] = DNNL_ARG_DIFF_SRC;
+    } else {
+        CHECK(pass_pd(&p->pd, 2, dnnl_backward_weights, t, attr, fwd_pd), "backward-weights primitive desc");
+        p->user[0] = md_ref(&t->src_u); p->user[1] = md_ref(&t->dst_u); p->user[2] = md_ref(&t->wei_u);
+        q[0] = dnnl_query_src_md; q[1] = dnnl_query_diff_dst_md; q[2] = dnnl_query_diff_weights_md;
+        p->tags[0] = DNNL_ARG_SRC; p->tags[1] = DNNL_ARG_DIFF_DST; p->tags[2] = DNNL_ARG_DIFF_WEIGHTS;
     }
-    size_t bytes = dnnl_memory_desc_get_size(want);
-    a->scratch = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!a->scratch) return dnnl_out_of_memory;
-    return dnnl_memory_create(&a->inner, want, engine, a->scratch);
+    CHECK(DNNL(dnnl_primitive_create)(&p->prim, p->pd), "primitive");
+    for (int i = 0; i < 3; i++) {
+        p->want[i] = DNNL(dnnl_primitive_desc_query_md)(p->pd, q[i], 0);
+        if (DNNL(dnnl_memory_desc_equal)(p->user[i], p->want[i])) continue;
+        p->want_bytes[i] = DNNL(dnnl_memory_desc_get_size)(p->want[i]);
+        if (i < 2) CHECK(reorder_make(&p->reorder[i], p->user[i], p->want[i]), "input reorder");
+        else CHECK(reorder_make(&p->reorder[i], p->want[i], p->user[i]), "output reorder");
+    }
+    p->pad_md = DNNL(dnnl_primitive_desc_query_md)(p->pd, dnnl_query_scratchpad_md, 0);
+    p->pad_bytes = p->pad_md ? DNNL(dnnl_memory_desc_get_size)(p->pad_md) : 0;
+done:
+    if (attr) DNNL(dnnl_primitive_attr_destroy)(attr);
+    if (fwd_pd) DNNL(dnnl_primitive_desc_destroy)(fwd_pd);
+    if (status) plan_free(p);
+    return status;
 }
 
-static void arg_free(arg_t *a) {
-    if (a->inner && a->inner != a->user) dnnl_memory_destroy(a->inner);
-    if (a->user) dnnl_memory_destroy(a->user);
-    free(a->scratch);
+/* This thread's plan for (kind, g), made on first use; NULL with `*status` set on failure. */
+static plan_t *plan_get(int kind, const int64_t *g, int *status, const char **what) {
+    if (!plans) {
+        plans = calloc(PLANS, sizeof *plans);
+        if (!plans) {
+            *status = dnnl_out_of_memory;
+            *what = "plans";
+            return NULL;
+        }
+        for (int i = 0; i < PLANS; i++) plans[i].key[0] = -1;
+    }
+    for (int i = 0; i < PLANS; i++)
+        if (plans[i].key[0] == kind && memcmp(plans[i].key + 1, g, 11 * sizeof *g) == 0) return &plans[i];
+    plan_t *p = &plans[plans_next];
+    plans_next = (plans_next + 1) % PLANS; /* round robin: a model has far fewer geometries */
+    if (p->key[0] != -1) plan_free(p);
+    *status = plan_make(p, kind, g, what);
+    return *status ? NULL : p;
 }
+
+static void *scratch_alloc(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
 
 int spectral_onednn_conv(int kind, int threads, const int64_t *g, const float *a, const float *b,
                          float *out, const char **what) {
     /* g = n, c_in, h, w, c_out, kh, kw, stride, pad, ho, wo */
     int status = 0;
     *what = "";
-    dnnl_stream_t stream = NULL;
-    dnnl_primitive_desc_t fwd_pd = NULL, pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_memory_t pad_mem = NULL;
-    void *pad_buf = NULL;
-    arg_t args[3];
-    memset(args, 0, sizeof args);
+    dnnl_memory_t user[3] = {NULL, NULL, NULL}, inner[3] = {NULL, NULL, NULL}, pad_mem = NULL;
+    void *scratch[3] = {NULL, NULL, NULL}, *pad_buf = NULL;
+    void *data[3] = {(void *)a, (void *)b, out};
 
     pthread_once(&engine_once, engine_init);
     CHECK(engine_status, "engine");
-    if (threads > 0) omp_set_num_threads(threads);
-    /* The primitive's scratchpad is allocated here and freed after the call: oneDNN's default
-     * (library-owned, per thread) keeps the largest one ever needed for the life of the thread
-     * (measured: +20 MiB on the peak of a ResNet-50 224 px input-gradient pass). */
-    CHECK(dnnl_primitive_attr_create(&attr), "attributes");
-    CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "attributes");
+    if (threads > 0 && p_omp_set_num_threads) p_omp_set_num_threads(threads);
+    if (!stream) CHECK(DNNL(dnnl_stream_create)(&stream, engine, dnnl_stream_default_flags), "stream");
+    plan_t *p = plan_get(kind, g, &status, what);
+    if (!p) return status;
 
-    dnnl_dims_t src_d = {g[0], g[1], g[2], g[3]};
-    dnnl_dims_t wei_d = {g[4], g[1], g[5], g[6]};
-    dnnl_dims_t dst_d = {g[0], g[4], g[9], g[10]};
-    dnnl_dims_t strides = {g[7], g[7]};
-    dnnl_dims_t pad_l = {g[8], g[8]};
-    /* right padding: what makes the output size come out as given (PyTorch's floor rule) */
-    dnnl_dims_t pad_r = {(g[9] - 1) * g[7] + g[5] - g[2] - g[8],
-                         (g[10] - 1) * g[7] + g[6] - g[3] - g[8]};
-    dnnl_memory_desc_t src_u, wei_u, dst_u, src_any, wei_any, dst_any;
-    CHECK(dnnl_memory_desc_init_by_tag(&src_u, 4, src_d, dnnl_f32, dnnl_nchw), "src desc");
-    CHECK(dnnl_memory_desc_init_by_tag(&wei_u, 4, wei_d, dnnl_f32, dnnl_oihw), "weights desc");
-    CHECK(dnnl_memory_desc_init_by_tag(&dst_u, 4, dst_d, dnnl_f32, dnnl_nchw), "dst desc");
-    CHECK(dnnl_memory_desc_init_by_tag(&src_any, 4, src_d, dnnl_f32, dnnl_format_tag_any), "src desc");
-    CHECK(dnnl_memory_desc_init_by_tag(&wei_any, 4, wei_d, dnnl_f32, dnnl_format_tag_any), "weights desc");
-    CHECK(dnnl_memory_desc_init_by_tag(&dst_any, 4, dst_d, dnnl_f32, dnnl_format_tag_any), "dst desc");
-
-    dnnl_convolution_desc_t fwd_desc, desc;
-    CHECK(dnnl_convolution_forward_desc_init(&fwd_desc, kind == 0 ? dnnl_forward_inference : dnnl_forward_training,
-                                             dnnl_convolution_direct, &src_any, &wei_any, NULL,
-                                             &dst_any, strides, pad_l, pad_r),
-          "forward desc");
-    CHECK(dnnl_primitive_desc_create(&fwd_pd, &fwd_desc, attr, engine, NULL), "forward primitive desc");
-    CHECK(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags), "stream");
-
-    /* args[0], args[1]: inputs a, b; args[2]: output */
-    const dnnl_memory_desc_t *ua[3], *wa[3];
-    int tags[3];
-    if (kind == 0) {
-        pd = fwd_pd;
-        fwd_pd = NULL;
-        ua[0] = &src_u; ua[1] = &wei_u; ua[2] = &dst_u;
-        wa[0] = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-        wa[1] = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-        wa[2] = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-        tags[0] = DNNL_ARG_SRC; tags[1] = DNNL_ARG_WEIGHTS; tags[2] = DNNL_ARG_DST;
-    } else if (kind == 1) {
-        CHECK(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &src_any, &wei_any,
-                                                       &dst_any, strides, pad_l, pad_r),
-              "backward-data desc");
-        CHECK(dnnl_primitive_desc_create(&pd, &desc, attr, engine, fwd_pd), "backward-data primitive desc");
-        ua[0] = &dst_u; ua[1] = &wei_u; ua[2] = &src_u;
-        wa[0] = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
-        wa[1] = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-        wa[2] = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0);
-        tags[0] = DNNL_ARG_DIFF_DST; tags[1] = DNNL_ARG_WEIGHTS; tags[2] = DNNL_ARG_DIFF_SRC;
-    } else {
-        CHECK(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &src_any, &wei_any,
-                                                          NULL, &dst_any, strides, pad_l, pad_r),
-              "backward-weights desc");
-        CHECK(dnnl_primitive_desc_create(&pd, &desc, attr, engine, fwd_pd), "backward-weights primitive desc");
-        ua[0] = &src_u; ua[1] = &dst_u; ua[2] = &wei_u;
-        wa[0] = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-        wa[1] = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
-        wa[2] = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
-        tags[0] = DNNL_ARG_SRC; tags[1] = DNNL_ARG_DIFF_DST; tags[2] = DNNL_ARG_DIFF_WEIGHTS;
+    for (int i = 0; i < 3; i++) {
+        CHECK(DNNL(dnnl_memory_create)(&user[i], p->user[i], engine, data[i]), "memory");
+        if (!p->reorder[i]) continue;
+        scratch[i] = scratch_alloc(p->want_bytes[i]);
+        if (!scratch[i]) CHECK(dnnl_out_of_memory, "layout copy");
+        CHECK(DNNL(dnnl_memory_create)(&inner[i], p->want[i], engine, scratch[i]), "memory");
     }
-    CHECK(dnnl_primitive_create(&prim, pd), "primitive");
-    CHECK(arg_init(&args[0], ua[0], wa[0], (void *)a), "input 1 memory");
-    CHECK(arg_init(&args[1], ua[1], wa[1], (void *)b), "input 2 memory");
-    CHECK(arg_init(&args[2], ua[2], wa[2], out), "output memory");
     for (int i = 0; i < 2; i++)
-        if (args[i].inner != args[i].user) CHECK(reorder(stream, args[i].user, args[i].inner), "input reorder");
+        if (p->reorder[i]) {
+            dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, user[i]}, {DNNL_ARG_TO, inner[i]}};
+            CHECK(DNNL(dnnl_primitive_execute)(p->reorder[i], stream, 2, args), "input reorder");
+        }
     dnnl_exec_arg_t exec[4];
     for (int i = 0; i < 3; i++) {
-        exec[i].arg = tags[i];
-        exec[i].memory = args[i].inner;
+        exec[i].arg = p->tags[i];
+        exec[i].memory = inner[i] ? inner[i] : user[i];
     }
     int nargs = 3;
-    const dnnl_memory_desc_t *pad_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    size_t pad_bytes = pad_md ? dnnl_memory_desc_get_size(pad_md) : 0;
-    if (pad_bytes > 0) {
-        pad_buf = aligned_alloc(64, (pad_bytes + 63) / 64 * 64);
+    if (p->pad_bytes > 0) {
+        pad_buf = scratch_alloc(p->pad_bytes);
         if (!pad_buf) CHECK(dnnl_out_of_memory, "scratchpad");
-        CHECK(dnnl_memory_create(&pad_mem, pad_md, engine, pad_buf), "scratchpad");
+        CHECK(DNNL(dnnl_memory_create)(&pad_mem, p->pad_md, engine, pad_buf), "scratchpad");
         exec[3].arg = DNNL_ARG_SCRATCHPAD;
         exec[3].memory = pad_mem;
         nargs = 4;
     }
-    CHECK(dnnl_primitive_execute(prim, stream, nargs, exec), "execute");
-    if (args[2].inner != args[2].user) CHECK(reorder(stream, args[2].inner, args[2].user), "output reorder");
-    CHECK(dnnl_stream_wait(stream), "wait");
+    CHECK(DNNL(dnnl_primitive_execute)(p->prim, stream, nargs, exec), "execute");
+    if (p->reorder[2]) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, inner[2]}, {DNNL_ARG_TO, user[2]}};
+        CHECK(DNNL(dnnl_primitive_execute)(p->reorder[2], stream, 2, args), "output reorder");
+    }
+    CHECK(DNNL(dnnl_stream_wait)(stream), "wait");
 
 done:
-    for (int i = 0; i < 3; i++) arg_free(&args[i]);
-    if (pad_mem) dnnl_memory_destroy(pad_mem);
+    for (int i = 0; i < 3; i++) {
+        if (inner[i]) DNNL(dnnl_memory_destroy)(inner[i]);
+        if (user[i]) DNNL(dnnl_memory_destroy)(user[i]);
+        free(scratch[i]);
+    }
+    if (pad_mem) DNNL(dnnl_memory_destroy)(pad_mem);
     free(pad_buf);
-    if (attr) dnnl_primitive_attr_destroy(attr);
-    if (prim) dnnl_primitive_destroy(prim);
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (fwd_pd) dnnl_primitive_desc_destroy(fwd_pd);
-    if (stream) dnnl_stream_destroy(stream);
     return status;
 }
 
-/* The implementation oneDNN picks for a forward pass of this geometry ("jit:avx512_core", ...),
- * for the benchmarks' record; NULL on error. The string is this thread's, valid until its next call. */
+/* The implementation oneDNN picks for a forward pass of this geometry ("brgconv:avx512_core",
+ * ...), with oneDNN's version in front ("3.2.0 brgconv:..."), for the benchmarks' record; NULL on
+ * error. The string is this thread's, valid until its next call. */
 const char *spectral_onednn_impl(const int64_t *g) {
     pthread_once(&engine_once, engine_init);
     if (engine_status != dnnl_success) return NULL;
-    dnnl_dims_t src_d = {g[0], g[1], g[2], g[3]}, wei_d = {g[4], g[1], g[5], g[6]},
-                dst_d = {g[0], g[4], g[9], g[10]}, strides = {g[7], g[7]}, pad_l = {g[8], g[8]};
-    dnnl_dims_t pad_r = {(g[9] - 1) * g[7] + g[5] - g[2] - g[8], (g[10] - 1) * g[7] + g[6] - g[3] - g[8]};
-    dnnl_memory_desc_t s, w, d;
-    dnnl_memory_desc_init_by_tag(&s, 4, src_d, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&w, 4, wei_d, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&d, 4, dst_d, dnnl_f32, dnnl_format_tag_any);
-    dnnl_convolution_desc_t desc;
-    dnnl_primitive_desc_t pd;
-    if (dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &s, &w,
-                                           NULL, &d, strides, pad_l, pad_r) != dnnl_success)
-        return NULL;
-    if (dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL) != dnnl_success) return NULL;
-    static __thread char name[128];
+    geom_t t;
+    dnnl_primitive_desc_t pd = NULL;
+    static __thread char name[160];
     const char *impl = NULL;
-    name[0] = 0;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl) {
-        strncpy(name, impl, sizeof name - 1);
-        name[sizeof name - 1] = 0;
-    }
-    dnnl_primitive_desc_destroy(pd);
-    return name;
+    const dnnl_version_t *v = DNNL(dnnl_version)();
+    snprintf(name, sizeof name, "%d.%d.%d ", v->major, v->minor, v->patch);
+    int ok = geom_init(&t, g) == dnnl_success && pass_pd(&pd, 0, dnnl_forward_inference, &t, NULL, NULL) == dnnl_success
+             && DNNL(dnnl_primitive_desc_query)(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl;
+    if (ok) strncat(name, impl, sizeof name - strlen(name) - 1);
+    if (pd) DNNL(dnnl_primitive_desc_destroy)(pd);
+    geom_free(&t);
+    return ok ? name : NULL;
 }

@@ -1,10 +1,12 @@
 //! f32 convolutions through oneDNN (`onednn.c`), when the build found it (cargo feature
-//! `onednn`, default; Debian/Ubuntu: `libdnnl-dev`).
+//! `onednn`, default): oneDNN 3.2 from PyPI (`scripts/fetch-onednn.sh`, preferred) or the
+//! system's (Debian/Ubuntu: `libdnnl-dev`, 2.6), opened at run time.
 //!
 //! Why: on AVX-512 machines PyTorch's convolutions (oneDNN's JIT kernels) ran ResNet's layers
-//! up to twice as fast as im2col + an OpenBLAS product (docs/performance.md, stop 12). Opt-in
-//! per pass ([`enabled`]); the GEMM kernels stay the default, and the only path for f64
-//! (oneDNN has none; the finite-difference tests run in f64) and for builds without oneDNN.
+//! up to twice as fast as im2col + an OpenBLAS product (docs/performance.md, stops 12-13). On by
+//! default for every f32 pass where the library loads, switchable per pass ([`enabled`]); the
+//! GEMM kernels remain the path for f64 (oneDNN has none; the finite-difference tests run in
+//! f64), for `SPECTRAL_ONEDNN_PASSES=none` and for builds or machines without oneDNN.
 //!
 //! Threads: the batch is shared out over candle's rayon pool (`RAYON_NUM_THREADS`), one
 //! single-threaded oneDNN call per thread (see [`conv`] for why not oneDNN's own OpenMP team).
@@ -25,31 +27,72 @@ mod ffi {
             what: *mut *const c_char,
         ) -> c_int;
         pub fn spectral_onednn_impl(g: *const i64) -> *const c_char;
+        pub fn spectral_onednn_available(note: *mut *const c_char) -> c_int;
     }
 }
 
-/// Whether oneDNN is in this build.
+/// Whether this build was compiled against a oneDNN header (the library is opened at run time).
 pub fn compiled() -> bool {
     cfg!(spectral_onednn)
 }
 
-/// Whether this f32 pass goes to oneDNN: in the build, and named in env
-/// `SPECTRAL_ONEDNN_PASSES` (comma-separated `fwd`, `dx`, `dw`; default none). Read once.
+/// The oneDNN library this process runs: `Ok(path or soname)` when it opened and its CPU engine
+/// started, else `Err(why)` (not in the build, library missing, wrong version). Tried once.
+pub fn library() -> Result<&'static str, &'static str> {
+    static LOADED: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    let r = LOADED.get_or_init(|| {
+        #[cfg(spectral_onednn)]
+        {
+            let mut note: *const std::os::raw::c_char = std::ptr::null();
+            // SAFETY: sets `note` to a static or dlerror string, copied at once.
+            let ok = unsafe { ffi::spectral_onednn_available(&mut note) } != 0;
+            let note = if note.is_null() {
+                String::new()
+            } else {
+                // SAFETY: NUL-terminated, see above.
+                unsafe { std::ffi::CStr::from_ptr(note) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            if ok {
+                Ok(note)
+            } else {
+                Err(format!("oneDNN did not load: {note}"))
+            }
+        }
+        #[cfg(not(spectral_onednn))]
+        {
+            Err(
+                "this build has no oneDNN (scripts/fetch-onednn.sh or libdnnl-dev, then rebuild)"
+                    .to_string(),
+            )
+        }
+    });
+    r.as_deref().map_err(|e| e.as_str())
+}
+
+/// Whether oneDNN can run here: in the build and loaded ([`library`]).
+pub fn available() -> bool {
+    library().is_ok()
+}
+
+/// Whether this f32 pass goes to oneDNN: loaded ([`available`]) and named in env
+/// `SPECTRAL_ONEDNN_PASSES` (comma-separated `fwd`, `dx`, `dw`; `none` for the GEMM kernels
+/// throughout); unset: all three. Read once.
 ///
-/// Opt-in, not the default: on the AVX-512 machine of stop 12 oneDNN ran the forward 1.2-1.9x
-/// faster than the GEMM kernels, the 64 px input gradient ~1.25x, the 224 px backward passes at
-/// the same speed, but its blocked copies of the activations (reorders around every call, as
-/// PyTorch does for NCHW tensors) raised the peak memory of a ResNet-50 224 px input-gradient
-/// pass from 2180 to 2380-2600 MiB, above PyTorch's 2283 MiB, which issue 5 rules out; taking
-/// those copies from fresh pages instead (mmap) kept the peak at 2250 MiB but cost more time
-/// than oneDNN saved (docs/performance.md, stop 12).
+/// All three by default since stop 13: with oneDNN 3.2 (scripts/fetch-onednn.sh) on an AVX-512
+/// machine every workload ran faster than with the GEMM kernels, and with one malloc arena
+/// ([`crate::kernels::tune_allocator`]) the peak memory of a ResNet-50 224 px input-gradient
+/// pass stayed below PyTorch's (2184 vs 2345 MiB). In stop 12, with Debian's oneDNN 2.6 and a
+/// malloc arena per thread, its layout copies had raised that peak above PyTorch's, so it was
+/// opt-in then (docs/performance.md, stops 12 and 13).
 pub(crate) fn enabled(pass: Pass) -> bool {
     static ON: std::sync::OnceLock<[bool; 3]> = std::sync::OnceLock::new();
     let on = ON.get_or_init(|| {
-        if !compiled() {
+        if !available() {
             return [false; 3];
         }
-        let list = std::env::var("SPECTRAL_ONEDNN_PASSES").unwrap_or_default();
+        let list = std::env::var("SPECTRAL_ONEDNN_PASSES").unwrap_or_else(|_| "fwd,dx,dw".into());
         let has = |p: &str| list.split(',').any(|v| v.trim() == p);
         [has("fwd"), has("dx"), has("dw")]
     });
@@ -128,6 +171,9 @@ pub(crate) fn conv(pass: Pass, g: &Geom, a: &[f32], b: &[f32]) -> candle_core::R
     #[cfg(spectral_onednn)]
     {
         use rayon::prelude::*;
+        if let Err(why) = library() {
+            candle_core::bail!("oneDNN conv2d: {why}");
+        }
         if g.n == 0 {
             return Ok(vec![0.0; out_len]);
         }
@@ -214,6 +260,7 @@ pub fn implementation(
     let g = Geom::new(x, k, stride, pad)?;
     #[cfg(spectral_onednn)]
     {
+        library().ok()?;
         let d = dims(&g);
         // SAFETY: returns NULL or this thread's NUL-terminated buffer.
         let p = unsafe { ffi::spectral_onednn_impl(d.as_ptr()) };
