@@ -631,7 +631,8 @@ mod tests {
 
     /// oneDNN's three passes against the GEMM kernels (which conv.rs's tests check against stock
     /// candle and finite differences): kernels 1/3/7, strides 1/2/3, paddings 0/1/3, batches
-    /// 1/5, non-square odd sizes, including output sizes where the stride does not divide
+    /// 1/4/5 (4: runs of one size on 2 threads share one copy of the weights), non-square odd
+    /// sizes, including output sizes where the stride does not divide
     /// (H + 2p - kH) (oneDNN's right padding is then smaller than the left). Without oneDNN
     /// there is nothing to compare, unless `SPECTRAL_REQUIRE_ONEDNN=1` (scripts/test.sh sets it,
     /// so that CI cannot pass this test by not having the library).
@@ -650,7 +651,7 @@ mod tests {
         for &k in &[1usize, 3, 7] {
             for &stride in &[1usize, 2, 3] {
                 for &pad in &[0usize, 1, 3] {
-                    for &n in &[1usize, 5] {
+                    for &n in &[1usize, 4, 5] {
                         let (h, w) = (
                             k + rng.random_range(0..8usize),
                             k + rng.random_range(0..9usize),
@@ -676,7 +677,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(cases, 54);
+        assert_eq!(cases, 81);
     }
 
     #[test]

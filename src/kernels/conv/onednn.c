@@ -79,6 +79,12 @@ static void (*p_omp_set_num_threads)(int);
 static const char *load_note = "not loaded";
 
 static int load(void) {
+    /* The one OpenMP team this file starts (the shared weight reorder, spectral_onednn_weights)
+     * runs for well under a millisecond; libgomp's default is to keep its workers spinning after
+     * each region, which took a core from the rayon workers that run the convolutions next
+     * (stop 12). libgomp reads this when it loads, which is here unless something else in the
+     * process loaded it before; a user's own setting is kept. */
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
     const char *names[2] = {SPECTRAL_DNNL_LIB, SPECTRAL_DNNL_SONAME};
     void *lib = NULL;
     for (int i = 0; i < 2 && !lib; i++)
@@ -337,7 +343,9 @@ static plan_t *plan_get(int kind, const int64_t *g, int *status, const char **wh
 
 static void *scratch_alloc(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
 
-int spectral_onednn_conv(int kind, int threads, const int64_t *g, const float *a, const float *b,
+/* Forward and input-gradient passes: the weights `b` in the plain OIHW layout, or with
+ * `b_ready` already in the layout this pass's plan wants (spectral_onednn_weights). */
+int spectral_onednn_conv(int kind, int threads, const int64_t *g, const float *a, const float *b, int b_ready,
                          float *out, const char **what) {
     /* g = n, c_in, h, w, c_out, kh, kw, stride, pad, ho, wo */
     int status = 0;
@@ -354,6 +362,11 @@ int spectral_onednn_conv(int kind, int threads, const int64_t *g, const float *a
     if (!p) return status;
 
     for (int i = 0; i < 3; i++) {
+        if (i == 1 && b_ready && kind != 2) {
+            /* the weights, already in the wanted layout: used as the primitive's argument */
+            CHECK(DNNL(dnnl_memory_create)(&inner[i], p->want[i], engine, data[i]), "memory");
+            continue;
+        }
         CHECK(DNNL(dnnl_memory_create)(&user[i], p->user[i], engine, data[i]), "memory");
         if (!p->reorder[i]) continue;
         scratch[i] = scratch_alloc(p->want_bytes[i]);
@@ -361,7 +374,7 @@ int spectral_onednn_conv(int kind, int threads, const int64_t *g, const float *a
         CHECK(DNNL(dnnl_memory_create)(&inner[i], p->want[i], engine, scratch[i]), "memory");
     }
     for (int i = 0; i < 2; i++)
-        if (p->reorder[i]) {
+        if (p->reorder[i] && user[i]) {
             dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, user[i]}, {DNNL_ARG_TO, inner[i]}};
             CHECK(DNNL(dnnl_primitive_execute)(p->reorder[i], stream, 2, args), "input reorder");
         }
@@ -396,6 +409,48 @@ done:
     free(pad_buf);
     return status;
 }
+
+/* The weights of a forward (kind 0) or input-gradient (kind 1) pass of geometry g, reordered
+ * once into the layout that pass wants, with `threads` OpenMP threads, for every run of the
+ * batch to share (each run reordered its own copy before: at 64 px, a third of the convolution
+ * time was the 512x512x3x3 weights reordered twice per call). `*blocked` is NULL when the plain
+ * layout is the wanted one; else free it with spectral_onednn_free. The runs must use the same
+ * geometry g (their plans then want the same layout: oneDNN's choice is deterministic). */
+int spectral_onednn_weights(int kind, int threads, const int64_t *g, const float *w, float **blocked,
+                            const char **what) {
+    int status = 0;
+    *what = "";
+    *blocked = NULL;
+    dnnl_memory_t from = NULL, to = NULL;
+    void *buf = NULL;
+    if (kind != 0 && kind != 1) {
+        *what = "weights: forward or input-gradient pass only";
+        return (int)dnnl_invalid_arguments;
+    }
+    pthread_once(&engine_once, engine_init);
+    CHECK(engine_status, "engine");
+    if (!stream) CHECK(DNNL(dnnl_stream_create)(&stream, engine, dnnl_stream_default_flags), "stream");
+    plan_t *p = plan_get(kind, g, &status, what);
+    if (!p) return status;
+    if (!p->reorder[1]) return 0;
+    buf = scratch_alloc(p->want_bytes[1]);
+    if (!buf) CHECK(dnnl_out_of_memory, "weights copy");
+    CHECK(DNNL(dnnl_memory_create)(&from, p->user[1], engine, (void *)w), "memory");
+    CHECK(DNNL(dnnl_memory_create)(&to, p->want[1], engine, buf), "memory");
+    if (threads > 0 && p_omp_set_num_threads) p_omp_set_num_threads(threads);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    CHECK(DNNL(dnnl_primitive_execute)(p->reorder[1], stream, 2, args), "weights reorder");
+    CHECK(DNNL(dnnl_stream_wait)(stream), "wait");
+    *blocked = buf;
+    buf = NULL;
+done:
+    if (from) DNNL(dnnl_memory_destroy)(from);
+    if (to) DNNL(dnnl_memory_destroy)(to);
+    free(buf);
+    return status;
+}
+
+void spectral_onednn_free(float *p) { free(p); }
 
 /* The implementation oneDNN picks for a forward pass of this geometry ("brgconv:avx512_core",
  * ...), with oneDNN's version in front ("3.2.0 brgconv:..."), for the benchmarks' record; NULL on

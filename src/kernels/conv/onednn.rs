@@ -23,9 +23,19 @@ mod ffi {
             g: *const i64,
             a: *const f32,
             b: *const f32,
+            b_ready: c_int,
             out: *mut f32,
             what: *mut *const c_char,
         ) -> c_int;
+        pub fn spectral_onednn_weights(
+            kind: c_int,
+            threads: c_int,
+            g: *const i64,
+            w: *const f32,
+            blocked: *mut *mut f32,
+            what: *mut *const c_char,
+        ) -> c_int;
+        pub fn spectral_onednn_free(p: *mut f32);
         pub fn spectral_onednn_impl(g: *const i64) -> *const c_char;
         pub fn spectral_onednn_available(note: *mut *const c_char) -> c_int;
     }
@@ -119,34 +129,98 @@ fn dims(g: &Geom) -> [i64; 11] {
     .map(|v| v as i64)
 }
 
-/// One oneDNN call, one thread, into `out` (all of it written on success).
+/// A oneDNN status as an error naming the step and the geometry.
 #[cfg(spectral_onednn)]
-fn call(kind: i32, g: &Geom, a: &[f32], b: &[f32], out: &mut [f32]) -> candle_core::Result<()> {
+fn failed(status: i32, what: *const std::os::raw::c_char, g: &Geom) -> candle_core::Error {
+    let step = if what.is_null() {
+        String::new()
+    } else {
+        // SAFETY: a NUL-terminated static string from onednn.c.
+        unsafe { std::ffi::CStr::from_ptr(what) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    candle_core::Error::Msg(format!(
+        "oneDNN conv2d failed at '{step}' (dnnl_status {status}) for {g:?}"
+    ))
+}
+
+/// Weights reordered once into the layout a pass wants (freed on drop), for every run to share.
+#[cfg(spectral_onednn)]
+struct Blocked(*mut f32);
+
+// SAFETY: written once before the runs start and only read by them; freed after they end.
+#[cfg(spectral_onednn)]
+unsafe impl Sync for Blocked {}
+
+#[cfg(spectral_onednn)]
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        // SAFETY: allocated by onednn.c for this value alone.
+        unsafe { ffi::spectral_onednn_free(self.0) }
+    }
+}
+
+/// The weights of a forward or input-gradient pass of the runs' geometry `g`, reordered with
+/// `threads` threads; `None` when the plain layout is the one oneDNN wants.
+#[cfg(spectral_onednn)]
+fn blocked_weights(
+    kind: i32,
+    threads: usize,
+    g: &Geom,
+    w: &[f32],
+) -> candle_core::Result<Option<Blocked>> {
     let d = dims(g);
     let mut what: *const std::os::raw::c_char = std::ptr::null();
-    // SAFETY: the caller passes buffers of the lengths the geometry implies; the call writes
-    // all of `out` or fails; `what` is set to a static string.
+    let mut out: *mut f32 = std::ptr::null_mut();
+    // SAFETY: `w` holds the C_out·C_in·kH·kW weights `g` implies (checked by the caller); on
+    // success `out` is NULL or a buffer this process now owns.
+    let status = unsafe {
+        ffi::spectral_onednn_weights(
+            kind,
+            threads as i32,
+            d.as_ptr(),
+            w.as_ptr(),
+            &mut out,
+            &mut what,
+        )
+    };
+    if status != 0 {
+        return Err(failed(status, what, g));
+    }
+    Ok((!out.is_null()).then_some(Blocked(out)))
+}
+
+/// One oneDNN call, one thread, into `out` (all of it written on success); `b_ready`: `b` is
+/// already in the wanted layout ([`blocked_weights`]).
+#[cfg(spectral_onednn)]
+fn call(
+    kind: i32,
+    g: &Geom,
+    a: &[f32],
+    b: *const f32,
+    b_ready: bool,
+    out: &mut [f32],
+) -> candle_core::Result<()> {
+    let d = dims(g);
+    let mut what: *const std::os::raw::c_char = std::ptr::null();
+    // SAFETY: the caller passes buffers of the lengths the geometry implies (or, with
+    // `b_ready`, the blocked weights made for this geometry); the call writes all of `out` or
+    // fails; `what` is set to a static string.
     let status = unsafe {
         ffi::spectral_onednn_conv(
             kind,
             1,
             d.as_ptr(),
             a.as_ptr(),
-            b.as_ptr(),
+            b,
+            b_ready as i32,
             out.as_mut_ptr(),
             &mut what,
         )
     };
     if status != 0 {
-        let step = if what.is_null() {
-            String::new()
-        } else {
-            // SAFETY: a NUL-terminated static string from onednn.c.
-            unsafe { std::ffi::CStr::from_ptr(what) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        candle_core::bail!("oneDNN conv2d failed at '{step}' (dnnl_status {status}) for {g:?}");
+        return Err(failed(status, what, g));
     }
     Ok(())
 }
@@ -198,15 +272,27 @@ pub(crate) fn conv(pass: Pass, g: &Geom, a: &[f32], b: &[f32]) -> candle_core::R
             Pass::GradInput => (g.out_len(), 0, g.in_len()),
             Pass::GradWeight => (g.in_len(), g.out_len(), 0),
         };
+        // Runs of one size share one copy of the weights in oneDNN's layout, made here with all
+        // the threads; runs of two sizes (a batch the threads do not divide) reorder their own.
+        let shared = if pass != Pass::GradWeight
+            && runs.len() > 1
+            && runs.iter().all(|r| r.1 == runs[0].1)
+        {
+            blocked_weights(kind, runs.len(), &Geom { n: runs[0].1, ..*g }, b)?
+        } else {
+            None
+        };
         let one = |first: usize, count: usize, out: &mut [f32]| -> candle_core::Result<()> {
             let sub = Geom { n: count, ..*g };
             let a = &a[first * a_img..(first + count) * a_img];
-            let b = if b_img > 0 {
-                &b[first * b_img..(first + count) * b_img]
-            } else {
-                b
-            };
-            call(kind, &sub, a, b, out)
+            match &shared {
+                Some(w) => call(kind, &sub, a, w.0, true, out),
+                None if b_img > 0 => {
+                    let b = &b[first * b_img..(first + count) * b_img];
+                    call(kind, &sub, a, b.as_ptr(), false, out)
+                }
+                None => call(kind, &sub, a, b.as_ptr(), false, out),
+            }
         };
         let mut out: Vec<f32> = Vec::with_capacity(out_len);
         if pass == Pass::GradWeight {
@@ -278,5 +364,46 @@ pub fn implementation(
     {
         let _ = dims(&g);
         None
+    }
+}
+
+#[cfg(all(test, spectral_onednn))]
+mod tests {
+    use super::*;
+
+    /// Weights reordered once and shared ([`blocked_weights`]) give the same bits as each call
+    /// reordering its own copy: forward and input gradient, a 3x3, a strided 7x7 stem with 3
+    /// input channels (padded to oneDNN's block) and a strided 1x1.
+    #[test]
+    fn shared_weights_match_own_copies() {
+        if let Err(why) = library() {
+            assert!(
+                std::env::var_os("SPECTRAL_REQUIRE_ONEDNN").is_none(),
+                "SPECTRAL_REQUIRE_ONEDNN is set but {why}"
+            );
+            return;
+        }
+        let value = |i: usize| ((i * 7919) % 201) as f32 / 100.0 - 1.0;
+        for (x, k, stride, pad) in [
+            ((3, 64, 9, 8), (32, 64, 3, 3), 1, 1),
+            ((2, 3, 21, 19), (64, 3, 7, 7), 2, 3),
+            ((3, 40, 9, 9), (24, 40, 1, 1), 2, 0),
+        ] {
+            let g = Geom::new(x, k, stride, pad).unwrap();
+            let w: Vec<f32> = (0..g.c_out * g.k()).map(value).collect();
+            for (kind, a_len, out_len) in [
+                (0, g.n * g.in_len(), g.n * g.out_len()),
+                (1, g.n * g.out_len(), g.n * g.in_len()),
+            ] {
+                let a: Vec<f32> = (0..a_len).map(|i| value(i + 13)).collect();
+                let mut own = vec![0f32; out_len];
+                call(kind, &g, &a, w.as_ptr(), false, &mut own).unwrap();
+                let shared = blocked_weights(kind, 2, &g, &w).unwrap();
+                let mut with_shared = vec![1f32; out_len];
+                let b = shared.as_ref().map_or(w.as_ptr(), |s| s.0 as *const f32);
+                call(kind, &g, &a, b, shared.is_some(), &mut with_shared).unwrap();
+                assert_eq!(own, with_shared, "kind {kind}, {g:?}");
+            }
+        }
     }
 }
