@@ -56,14 +56,8 @@ pub fn library() -> Result<&'static str, &'static str> {
             let mut note: *const std::os::raw::c_char = std::ptr::null();
             // SAFETY: sets `note` to a static or dlerror string, copied at once.
             let ok = unsafe { ffi::spectral_onednn_available(&mut note) } != 0;
-            let note = if note.is_null() {
-                String::new()
-            } else {
-                // SAFETY: NUL-terminated, see above.
-                unsafe { std::ffi::CStr::from_ptr(note) }
-                    .to_string_lossy()
-                    .into_owned()
-            };
+            // SAFETY: NULL or NUL-terminated, see above.
+            let note = unsafe { c_text(note) };
             if ok {
                 Ok(note)
             } else {
@@ -129,17 +123,26 @@ fn dims(g: &Geom) -> [i64; 11] {
     .map(|v| v as i64)
 }
 
+/// A string from onednn.c, copied; empty for NULL.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that lives through the call.
+#[cfg(spectral_onednn)]
+unsafe fn c_text(p: *const std::os::raw::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller's promise.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// A oneDNN status as an error naming the step and the geometry.
 #[cfg(spectral_onednn)]
 fn failed(status: i32, what: *const std::os::raw::c_char, g: &Geom) -> candle_core::Error {
-    let step = if what.is_null() {
-        String::new()
-    } else {
-        // SAFETY: a NUL-terminated static string from onednn.c.
-        unsafe { std::ffi::CStr::from_ptr(what) }
-            .to_string_lossy()
-            .into_owned()
-    };
+    // SAFETY: onednn.c sets `what` to a static string.
+    let step = unsafe { c_text(what) };
     candle_core::Error::Msg(format!(
         "oneDNN conv2d failed at '{step}' (dnnl_status {status}) for {g:?}"
     ))
@@ -354,11 +357,7 @@ pub fn implementation(
             return None;
         }
         // SAFETY: as above.
-        Some(
-            unsafe { std::ffi::CStr::from_ptr(p) }
-                .to_string_lossy()
-                .into_owned(),
-        )
+        Some(unsafe { c_text(p) })
     }
     #[cfg(not(spectral_onednn))]
     {
