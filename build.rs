@@ -79,13 +79,14 @@ fn onednn() {
     if fetched.exists() {
         println!("cargo:rerun-if-changed={}", fetched.display());
     }
+    let libs = lib_dirs("SPECTRAL_ONEDNN_LIB_DIR");
     let mut places: Vec<(PathBuf, Vec<PathBuf>)> = Vec::new();
     if let Some(inc) = env::var_os("SPECTRAL_ONEDNN_INCLUDE_DIR") {
-        places.push((inc.into(), lib_dirs("SPECTRAL_ONEDNN_LIB_DIR")));
+        places.push((inc.into(), libs.clone()));
     }
     places.push((fetched.join("include"), vec![fetched.join("lib")]));
     for inc in ["/usr/include", "/usr/local/include"] {
-        places.push((inc.into(), lib_dirs("SPECTRAL_ONEDNN_LIB_DIR")));
+        places.push((inc.into(), libs.clone()));
     }
     // the library file of the header's major version (libdnnl.so.2 or .so.3)
     let found = places.iter().find_map(|(inc, libs)| {
@@ -98,10 +99,10 @@ fn onednn() {
             .iter()
             .map(|d| d.join(format!("libdnnl.so.{major}")))
             .find(|f| f.exists())?;
-        Some((inc.clone(), lib, major))
+        Some((inc.clone(), lib))
     });
     match found {
-        Some((include, lib, major)) => {
+        Some((include, lib)) => {
             cc::Build::new()
                 .file("src/kernels/conv/onednn.c")
                 .include(&include)
@@ -112,7 +113,6 @@ fn onednn() {
             // opened at run time (dlopen, see onednn.c): nothing to link but the loader
             println!("cargo:rustc-link-lib=dl");
             println!("cargo:rustc-cfg=spectral_onednn");
-            println!("cargo:rustc-env=SPECTRAL_ONEDNN_BUILT_WITH={} (API {major}.x)", lib.display());
         }
         None => println!(
             "cargo:warning=oneDNN not found (a header oneapi/dnnl/dnnl_version.h with libdnnl.so.<major> in: {}); \

@@ -39,11 +39,10 @@ echo "$WHEELS" | while read -r spec file sha; do
   fi
 done
 # unpack the wheels' data/include and data/lib (a wheel is a zip; no unzip needed)
-"$py" - "$CACHE" "$DIR" <<'PY'
+# shellcheck disable=SC2046 # the wheels' file names, one word each
+"$py" - "$CACHE" "$DIR" $(echo "$WHEELS" | awk 'NF { print $2 }') <<'PY'
 import os, sys, zipfile
-cache, out = sys.argv[1], sys.argv[2]
-names = ["onednn_cpu_gomp-2023.2.0-py2.py3-none-manylinux1_x86_64.whl",
-         "onednn_devel_cpu_gomp-2023.2.0-py2.py3-none-manylinux1_x86_64.whl"]
+cache, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 tmp = out + ".partial"
 for name in names:
     with zipfile.ZipFile(os.path.join(cache, name)) as z:

@@ -55,7 +55,6 @@
     X(dnnl_memory_desc_equal) \
     X(dnnl_memory_desc_get_size) \
     X(dnnl_memory_destroy) \
-    X(dnnl_memory_get_memory_desc) \
     X(dnnl_primitive_attr_create) \
     X(dnnl_primitive_attr_destroy) \
     X(dnnl_primitive_attr_set_scratchpad_mode) \
@@ -67,7 +66,6 @@
     X(dnnl_primitive_execute) \
     X(dnnl_reorder_primitive_desc_create) \
     X(dnnl_stream_create) \
-    X(dnnl_stream_destroy) \
     X(dnnl_stream_wait) \
     X(dnnl_version) \
     DNNL_VERSIONED(X)
@@ -321,8 +319,20 @@ done:
     return status;
 }
 
-/* This thread's plan for (kind, g), made on first use; NULL with `*status` set on failure. */
+/* This thread's plan for (kind, g), made on first use, with the engine and this thread's stream
+ * started first; NULL with `*status` set on failure. */
 static plan_t *plan_get(int kind, const int64_t *g, int *status, const char **what) {
+    pthread_once(&engine_once, engine_init);
+    if (engine_status != dnnl_success || !stream) {
+        dnnl_status_t s = engine_status != dnnl_success
+                              ? engine_status
+                              : DNNL(dnnl_stream_create)(&stream, engine, dnnl_stream_default_flags);
+        if (s != dnnl_success) {
+            *status = (int)s;
+            *what = engine_status != dnnl_success ? "engine" : "stream";
+            return NULL;
+        }
+    }
     if (!plans) {
         plans = calloc(PLANS, sizeof *plans);
         if (!plans) {
@@ -354,12 +364,9 @@ int spectral_onednn_conv(int kind, int threads, const int64_t *g, const float *a
     void *scratch[3] = {NULL, NULL, NULL}, *pad_buf = NULL;
     void *data[3] = {(void *)a, (void *)b, out};
 
-    pthread_once(&engine_once, engine_init);
-    CHECK(engine_status, "engine");
-    if (threads > 0 && p_omp_set_num_threads) p_omp_set_num_threads(threads);
-    if (!stream) CHECK(DNNL(dnnl_stream_create)(&stream, engine, dnnl_stream_default_flags), "stream");
-    plan_t *p = plan_get(kind, g, &status, what);
+    plan_t *p = plan_get(kind, g, &status, what); /* loads oneDNN (and its OpenMP) on first use */
     if (!p) return status;
+    if (threads > 0 && p_omp_set_num_threads) p_omp_set_num_threads(threads);
 
     for (int i = 0; i < 3; i++) {
         if (i == 1 && b_ready && kind != 2) {
@@ -427,9 +434,6 @@ int spectral_onednn_weights(int kind, int threads, const int64_t *g, const float
         *what = "weights: forward or input-gradient pass only";
         return (int)dnnl_invalid_arguments;
     }
-    pthread_once(&engine_once, engine_init);
-    CHECK(engine_status, "engine");
-    if (!stream) CHECK(DNNL(dnnl_stream_create)(&stream, engine, dnnl_stream_default_flags), "stream");
     plan_t *p = plan_get(kind, g, &status, what);
     if (!p) return status;
     if (!p->reorder[1]) return 0;
