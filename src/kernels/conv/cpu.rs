@@ -647,7 +647,7 @@ mod tests {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(12);
-        let mut cases = 0;
+        let mut geoms = Vec::new();
         for &k in &[1usize, 3, 7] {
             for &stride in &[1usize, 2, 3] {
                 for &pad in &[0usize, 1, 3] {
@@ -658,26 +658,39 @@ mod tests {
                         );
                         let (c_in, c_out) =
                             (rng.random_range(1..20usize), rng.random_range(1..20usize));
-                        let g =
-                            Geom::new((n, c_in, h, w), (c_out, c_in, k, k), stride, pad).unwrap();
-                        let x = random(&mut rng, g.n * g.in_len());
-                        let wt = random(&mut rng, c_out * g.k());
-                        let dy = random(&mut rng, g.n * g.out_len());
-                        let on = |p, a: &[f32], b: &[f32]| {
-                            super::super::onednn::conv(p, &g, a, b).unwrap()
-                        };
-                        let d = rel_diff(&on(Pass::Forward, &x, &wt), &forward(&x, &wt, &g));
-                        assert!(d < 1e-5, "forward {g:?}: {d}");
-                        let d = rel_diff(&on(Pass::GradInput, &dy, &wt), &grad_input(&dy, &wt, &g));
-                        assert!(d < 1e-5, "grad input {g:?}: {d}");
-                        let d = rel_diff(&on(Pass::GradWeight, &x, &dy), &grad_weight(&x, &dy, &g));
-                        assert!(d < 1e-5, "grad weight {g:?}: {d}");
-                        cases += 1;
+                        geoms.push(
+                            Geom::new((n, c_in, h, w), (c_out, c_in, k, k), stride, pad).unwrap(),
+                        );
                     }
                 }
             }
         }
-        assert_eq!(cases, 81);
+        // Channels in whole blocks of 16 (the activations then travel in oneDNN's nChw16c
+        // layout on AVX-512, nChw8c on AVX2), a 3-channel stem (plain input, blocked output),
+        // and weights large against the batch (the weight gradient on one OpenMP team).
+        for (n, c_in, h, w, c_out, k, stride, pad) in [
+            (5, 32, 6, 7, 48, 3, 1, 1),
+            (4, 16, 9, 9, 32, 3, 2, 1),
+            (3, 3, 13, 13, 64, 7, 2, 3),
+            (2, 64, 5, 5, 128, 1, 2, 0),
+            (5, 96, 2, 2, 96, 3, 1, 1),
+        ] {
+            geoms.push(Geom::new((n, c_in, h, w), (c_out, c_in, k, k), stride, pad).unwrap());
+        }
+        for g in &geoms {
+            let g = *g;
+            let x = random(&mut rng, g.n * g.in_len());
+            let wt = random(&mut rng, g.c_out * g.k());
+            let dy = random(&mut rng, g.n * g.out_len());
+            let on = |p, a: &[f32], b: &[f32]| super::super::onednn::conv(p, &g, a, b).unwrap();
+            let d = rel_diff(&on(Pass::Forward, &x, &wt), &forward(&x, &wt, &g));
+            assert!(d < 1e-5, "forward {g:?}: {d}");
+            let d = rel_diff(&on(Pass::GradInput, &dy, &wt), &grad_input(&dy, &wt, &g));
+            assert!(d < 1e-5, "grad input {g:?}: {d}");
+            let d = rel_diff(&on(Pass::GradWeight, &x, &dy), &grad_weight(&x, &dy, &g));
+            assert!(d < 1e-5, "grad weight {g:?}: {d}");
+        }
+        assert_eq!(geoms.len(), 86);
     }
 
     #[test]

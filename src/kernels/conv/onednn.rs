@@ -9,7 +9,11 @@
 //! f64), for `SPECTRAL_ONEDNN_PASSES=none` and for builds or machines without oneDNN.
 //!
 //! Threads: the batch is shared out over candle's rayon pool (`RAYON_NUM_THREADS`), one
-//! single-threaded oneDNN call per thread (see [`conv`] for why not oneDNN's own OpenMP team).
+//! single-threaded oneDNN call per thread (see [`conv`] for why not oneDNN's own OpenMP team),
+//! except the weight gradients of layers whose weights outweigh a thread's share of the batch
+//! ([`team`]). Layouts: activations whose channels fill whole blocks travel in nChw16c (AVX-512)
+//! or nChw8c (AVX2) for the forward and input-gradient passes, oneDNN's own choice otherwise
+//! (`SPECTRAL_ONEDNN_LAYOUT=blocked|any|all`, see `onednn.c`).
 
 use super::cpu::{Geom, Pass};
 
@@ -194,11 +198,38 @@ fn blocked_weights(
     Ok((!out.is_null()).then_some(Blocked(out)))
 }
 
-/// One oneDNN call, one thread, into `out` (all of it written on success); `b_ready`: `b` is
+/// Whether this pass runs as one oneDNN call on an OpenMP team of `threads` instead of one
+/// call per thread on a share of the batch. By default (`SPECTRAL_ONEDNN_TEAM=auto`) only the
+/// weight gradients of layers whose weights (at least 64 Ki elements) outnumber the input
+/// elements of a thread's share: there each share's partial gradient, written in oneDNN's
+/// layout, reordered back and summed, cost more than the convolution (ResNet-18's deep layers at
+/// 64 px: model/r18_64/train 117-153 -> 140-182 img/s, alternating runs, docs/performance.md stop
+/// 14). Small layers stay on the rayon workers: an OpenMP team woken between rayon's ops shared
+/// the two cores with rayon's spinning workers (s4_32/train 1281 -> 794 img/s when all weight
+/// gradients took a team). `none`: never; `all`: every pass (for comparison).
+#[cfg(spectral_onednn)]
+fn team(pass: Pass, g: &Geom, threads: usize) -> bool {
+    static MODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let mode = MODE
+        .get_or_init(|| std::env::var("SPECTRAL_ONEDNN_TEAM").unwrap_or_else(|_| "auto".into()));
+    let w_len = g.c_out * g.k();
+    match mode.as_str() {
+        "all" => true,
+        "none" => false,
+        _ => {
+            pass == Pass::GradWeight
+                && w_len >= 1 << 16
+                && w_len > g.n.div_ceil(threads) * g.in_len()
+        }
+    }
+}
+
+/// One oneDNN call on `threads` threads (1: no OpenMP team), into `out` (all of it written on success); `b_ready`: `b` is
 /// already in the wanted layout ([`blocked_weights`]).
 #[cfg(spectral_onednn)]
 fn call(
     kind: i32,
+    threads: i32,
     g: &Geom,
     a: &[f32],
     b: *const f32,
@@ -213,7 +244,7 @@ fn call(
     let status = unsafe {
         ffi::spectral_onednn_conv(
             kind,
-            1,
+            threads,
             d.as_ptr(),
             a.as_ptr(),
             b,
@@ -260,6 +291,11 @@ pub(crate) fn conv(pass: Pass, g: &Geom, a: &[f32], b: &[f32]) -> candle_core::R
         // while by default and reads its settings only at load time) while candle's and
         // rayon's workers run the BatchNorm and ReLU passes between convolutions.
         let threads = candle_core::utils::get_num_threads().clamp(1, g.n);
+        if team(pass, g, threads) {
+            let mut out = vec![0f32; out_len];
+            call(kind, threads as i32, g, a, b.as_ptr(), false, &mut out)?;
+            return Ok(out);
+        }
         let runs: Vec<(usize, usize)> = (0..threads)
             .map(|t| {
                 (
@@ -289,12 +325,12 @@ pub(crate) fn conv(pass: Pass, g: &Geom, a: &[f32], b: &[f32]) -> candle_core::R
             let sub = Geom { n: count, ..*g };
             let a = &a[first * a_img..(first + count) * a_img];
             match &shared {
-                Some(w) => call(kind, &sub, a, w.0, true, out),
+                Some(w) => call(kind, 1, &sub, a, w.0, true, out),
                 None if b_img > 0 => {
                     let b = &b[first * b_img..(first + count) * b_img];
-                    call(kind, &sub, a, b.as_ptr(), false, out)
+                    call(kind, 1, &sub, a, b.as_ptr(), false, out)
                 }
-                None => call(kind, &sub, a, b.as_ptr(), false, out),
+                None => call(kind, 1, &sub, a, b.as_ptr(), false, out),
             }
         };
         let mut out: Vec<f32> = Vec::with_capacity(out_len);
@@ -396,11 +432,11 @@ mod tests {
             ] {
                 let a: Vec<f32> = (0..a_len).map(|i| value(i + 13)).collect();
                 let mut own = vec![0f32; out_len];
-                call(kind, &g, &a, w.as_ptr(), false, &mut own).unwrap();
+                call(kind, 1, &g, &a, w.as_ptr(), false, &mut own).unwrap();
                 let shared = blocked_weights(kind, 2, &g, &w).unwrap();
                 let mut with_shared = vec![1f32; out_len];
                 let b = shared.as_ref().map_or(w.as_ptr(), |s| s.0 as *const f32);
-                call(kind, &g, &a, b, shared.is_some(), &mut with_shared).unwrap();
+                call(kind, 1, &g, &a, b, shared.is_some(), &mut with_shared).unwrap();
                 assert_eq!(own, with_shared, "kind {kind}, {g:?}");
             }
         }
