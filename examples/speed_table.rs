@@ -5,6 +5,7 @@
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --example speed_table -- --json /tmp/candle.json \
 //!     [--reps 5] [--stock-reps 1 --stock-warmup 0] [--only conv/r18_64] [--mode both|fast|stock]
+//!     (`--only` filters by substring; `--only conv/r18_64/dx$` picks that workload alone)
 //! ```
 //! The workloads (`conv/<net>_<px>/{fwd,dx,dxdw}`, `model/<net>_<px>/{fwd,dx,train}`) are
 //! defined in `spectral_transfer::bench`, which the criterion benches share.
@@ -68,7 +69,12 @@ fn main() -> anyhow::Result<()> {
         m => vec![if m == "stock" { "stock" } else { "fast" }],
     };
     let mut out: BTreeMap<&str, BTreeMap<String, f64>> = BTreeMap::new();
-    for name in workloads.iter().filter(|w| w.contains(&only)) {
+    // `--only NAME$`: that workload alone (a plain filter is a substring: `dx` matches `dxdw`)
+    let wanted = |w: &str| match only.strip_suffix('$') {
+        Some(exact) => w == exact,
+        None => w.contains(&only),
+    };
+    for name in workloads.iter().filter(|w| wanted(w)) {
         let parts: Vec<&str> = name.split('/').collect();
         let (net, px) = parts[1].split_once('_').unwrap_or(("r18", "64"));
         let px: usize = px.parse()?;

@@ -239,11 +239,16 @@ def cpu_info():
     return f"{model} ({', '.join(simd) or 'no AVX2'})"
 
 
+def wanted(only, name):
+    """--only: a substring of the workload's name, or with a trailing $ the whole name."""
+    return name == only[:-1] if only.endswith("$") else only in name
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--only", default="", help="substring filter on workload names")
+    ap.add_argument("--only", default="", help="substring filter on workload names; NAME$: that one alone")
     ap.add_argument("--candle", help="JSON from examples/speed_table.rs")
     ap.add_argument("--out", help="write PyTorch seconds/iteration as JSON")
     ap.add_argument("--from", dest="from_", help="PyTorch JSON from an earlier --out: print the table, time nothing")
@@ -253,9 +258,9 @@ def main():
     if a.from_:
         with open(a.from_) as f:
             saved = json.load(f)
-        res = {k: v for k, v in saved["seconds"].items() if a.only in k}
+        res = {k: v for k, v in saved["seconds"].items() if wanted(a.only, k)}
     for name in [] if a.from_ else WORKLOADS:
-        if a.only and a.only not in name:
+        if not wanted(a.only, name):
             continue
         scope, nets, kind = name.split("/")
         net, px = nets.split("_")

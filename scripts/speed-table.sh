@@ -6,11 +6,14 @@
 #   3. peak RSS of one ResNet-50 224 px input-gradient pass at batch 16, each in its own process;
 #   4. the Markdown ratio table (candle img/s over PyTorch img/s; > 1: candle faster);
 #   5. GFLOP/s of the fast kernels' GEMM backends (OpenBLAS, the gemm crate) and of numpy on the
-#      convolutions' product shapes, 1 and THREADS threads.
+#      convolutions' product shapes, 1 and THREADS threads;
+#   6. the ratio table again from interleaved runs (scripts/speed_interleaved.py): per workload,
+#      ROUNDS (default 3) rounds of a candle process and a PyTorch process back to back.
 # Usage: scripts/speed-table.sh [OUT_DIR] (default target/speed); THREADS=2 REPS=3 by default.
 # Needs a venv with torch: TORCH_VENV (default /work/venv-speed):
 #   python3 -m venv "$TORCH_VENV" && "$TORCH_VENV"/bin/pip install torch==2.15.0 numpy==2.3.5
-# Takes ~15 min on 2 cores, mostly ResNet-50 at 224 px; run it on an otherwise idle machine.
+# Takes ~15 min on 2 cores (+ ~15 min for step 6; ROUNDS=0 skips it), mostly ResNet-50 at 224 px;
+# run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-target/speed}"
@@ -75,3 +78,13 @@ echo "== GEMM backends (examples/gemm_probe.rs) and numpy (scripts/gemm_probe.py
   OPENBLAS_NUM_THREADS=1 "$py" scripts/gemm_probe.py
   OPENBLAS_NUM_THREADS="$THREADS" "$py" scripts/gemm_probe.py
 } | tee "$out/gemm.md"
+
+# The ratios again, each from candle and PyTorch timed back to back (ROUNDS rounds per workload):
+# the table above times all of candle, then all of PyTorch, minutes apart, which a drifting VM
+# turns into ratios off by up to 2x (docs/performance.md, stops 13-14). ROUNDS=0 skips (~15 min).
+ROUNDS="${ROUNDS:-3}"
+if [ "$ROUNDS" -gt 0 ]; then
+  echo "== interleaved ratio table (scripts/speed_interleaved.py, $ROUNDS rounds)"
+  "$py" scripts/speed_interleaved.py --rounds "$ROUNDS" --threads "$THREADS" \
+    --out "$out/interleaved.json" | tee "$out/interleaved.md"
+fi
