@@ -37,8 +37,8 @@ fn main() {
     };
     println!("OpenBLAS: {}", config.as_deref().unwrap_or("not linked"));
     // The convolutions' f32 backend: which oneDNN kernel a 3x3 layer of ResNet runs here.
-    use spectral_transfer::kernels::conv::onednn;
-    let conv = match onednn::implementation((16, 64, 56, 56), (64, 64, 3, 3), 1, 1) {
+    use spectral_transfer::kernels::conv::{onednn, Pass};
+    let conv = match onednn::implementation(Pass::Forward, (16, 64, 56, 56), (64, 64, 3, 3), 1, 1) {
         Some(imp) => format!(
             "oneDNN {imp} for a 64x56x56 3x3 layer ({}), used for [{}] \
              (SPECTRAL_ONEDNN_PASSES), the GEMM kernels for the rest",

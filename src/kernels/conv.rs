@@ -11,6 +11,8 @@
 mod cpu;
 pub mod onednn;
 
+pub use cpu::Pass;
+
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -474,7 +474,7 @@ fn f32_pass(pass: Pass, a: &[f32], b: &[f32], g: &Geom) -> candle_core::Result<V
 
 /// The three passes of a convolution: y from (x, w), dx from (dy, w), dw from (x, dy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Pass {
+pub enum Pass {
     Forward,
     GradInput,
     GradWeight,

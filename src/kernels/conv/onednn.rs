@@ -40,7 +40,7 @@ mod ffi {
             what: *mut *const c_char,
         ) -> c_int;
         pub fn spectral_onednn_free(p: *mut f32);
-        pub fn spectral_onednn_impl(g: *const i64) -> *const c_char;
+        pub fn spectral_onednn_impl(kind: c_int, g: *const i64) -> *const c_char;
         pub fn spectral_onednn_available(note: *mut *const c_char) -> c_int;
     }
 }
@@ -374,9 +374,11 @@ pub(crate) fn conv(pass: Pass, g: &Geom, a: &[f32], b: &[f32]) -> candle_core::R
     }
 }
 
-/// The oneDNN implementation a forward pass of this geometry runs (e.g. `brgconv:avx512_core`),
-/// for benchmark records; `None` without oneDNN.
+/// The oneDNN implementation a pass of this geometry runs on this machine, with oneDNN's version
+/// in front (e.g. `3.2.0 brgconv:avx512_core`), for benchmark records and tests; `None` without
+/// oneDNN. `x` is (N, C_in, H, W), `k` is (C_out, C_in, kH, kW).
 pub fn implementation(
+    pass: Pass,
     x: (usize, usize, usize, usize),
     k: (usize, usize, usize, usize),
     stride: usize,
@@ -388,7 +390,7 @@ pub fn implementation(
         library().ok()?;
         let d = dims(&g);
         // SAFETY: returns NULL or this thread's NUL-terminated buffer.
-        let p = unsafe { ffi::spectral_onednn_impl(d.as_ptr()) };
+        let p = unsafe { ffi::spectral_onednn_impl(pass as i32, d.as_ptr()) };
         if p.is_null() {
             return None;
         }
@@ -397,7 +399,7 @@ pub fn implementation(
     }
     #[cfg(not(spectral_onednn))]
     {
-        let _ = dims(&g);
+        let _ = (pass, dims(&g));
         None
     }
 }
@@ -405,6 +407,47 @@ pub fn implementation(
 #[cfg(all(test, spectral_onednn))]
 mod tests {
     use super::*;
+
+    /// No pass of the ResNets' layer shapes runs oneDNN's reference implementation (a naive loop)
+    /// on a machine with AVX2. Stop 14's blocked activations had sent the stem's input gradient
+    /// there on AVX2 (3 input channels, output gradient in nChw8c: "ref:any", ~1000x slower
+    /// than oneDNN's own layout); plan_make now falls back to oneDNN's layouts in that case.
+    #[test]
+    fn resnet_layers_never_run_the_reference_implementation() {
+        if let Err(why) = library() {
+            assert!(
+                std::env::var_os("SPECTRAL_REQUIRE_ONEDNN").is_none(),
+                "SPECTRAL_REQUIRE_ONEDNN is set but {why}"
+            );
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        return;
+        for (x, k, stride, pad) in [
+            ((8, 3, 64, 64), (64, 3, 7, 7), 2, 3), // torchvision stem, 64 px
+            ((8, 3, 224, 224), (64, 3, 7, 7), 2, 3), // torchvision stem, 224 px
+            ((8, 1, 224, 224), (64, 1, 7, 7), 2, 3), // greyscale stem
+            ((8, 1, 32, 32), (4, 1, 3, 3), 1, 1),  // the embedded study's small-input stem
+            ((8, 64, 16, 16), (64, 64, 3, 3), 1, 1), // basic block
+            ((8, 64, 16, 16), (128, 64, 3, 3), 2, 1), // stage entry
+            ((8, 64, 16, 16), (128, 64, 1, 1), 2, 0), // downsample
+            ((8, 256, 14, 14), (64, 256, 1, 1), 1, 0), // bottleneck
+            ((8, 512, 2, 2), (512, 512, 3, 3), 1, 1), // deepest 3x3 at 64 px
+        ] {
+            for pass in [Pass::Forward, Pass::GradInput, Pass::GradWeight] {
+                let imp = implementation(pass, x, k, stride, pad).expect("a oneDNN plan");
+                let name = imp.split_once(' ').map_or(imp.as_str(), |(_, n)| n);
+                assert!(
+                    !name.starts_with("ref"),
+                    "{pass:?} of x {x:?}, w {k:?}, stride {stride}, pad {pad}: {imp}"
+                );
+            }
+        }
+    }
 
     /// Weights reordered once and shared ([`blocked_weights`]) give the same bits as each call
     /// reordering its own copy: forward and input gradient, a 3x3, a strided 7x7 stem with 3
