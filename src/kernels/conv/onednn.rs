@@ -432,6 +432,8 @@ mod tests {
             ((8, 3, 224, 224), (64, 3, 7, 7), 2, 3), // torchvision stem, 224 px
             ((8, 1, 224, 224), (64, 1, 7, 7), 2, 3), // greyscale stem
             ((8, 1, 32, 32), (4, 1, 3, 3), 1, 1),  // the embedded study's small-input stem
+            ((8, 4, 32, 32), (8, 4, 3, 3), 2, 1),  // its stage entry: 4 (plain) -> 8 channels
+            ((8, 4, 32, 32), (8, 4, 1, 1), 2, 0),  // that stage's downsample
             ((8, 64, 16, 16), (64, 64, 3, 3), 1, 1), // basic block
             ((8, 64, 16, 16), (128, 64, 3, 3), 2, 1), // stage entry
             ((8, 64, 16, 16), (128, 64, 1, 1), 2, 0), // downsample
