@@ -327,7 +327,7 @@ static int plan_make(plan_t *p, int kind, const int64_t *g, const char **what) {
     /* First with the blocked activations (act_tag), then, if that pass has only oneDNN's
      * reference implementation for them, with oneDNN's own layouts. Seen on AVX2 (Zen 3,
      * oneDNN 3.2): the stem's input gradient (3 input channels, 7x7, stride 2) with its
-     * output gradient in nChw8c ran "ref:any", 6.3 s per 8 images at 64 px, against 6.6 ms
+     * output gradient in nChw8c ran "ref:any", 6.3 s per 8 images at 64 px, against 6.7 ms
      * for "brgconv_strided:avx2" on channels-last (ONEDNN_VERBOSE; stop 15). */
     for (int blocked = 1;; blocked = 0) {
         CHECK(geom_init(&p->t, kind, g, blocked), "memory descriptors");
