@@ -218,8 +218,14 @@ impl Conv {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        kernels::conv2d(x, &self.weight, self.stride, self.padding)
+    /// The convolution, its output in `lanes` (1: NCHW through [`kernels::conv2d`], else
+    /// blocked, [`kernels::layout`]).
+    fn forward(&self, x: &Tensor, lanes: usize) -> Result<Tensor> {
+        if lanes == 1 {
+            kernels::conv2d(x, &self.weight, self.stride, self.padding)
+        } else {
+            kernels::conv2d_blocked(x, &self.weight, self.stride, self.padding, lanes)
+        }
     }
 }
 
@@ -294,14 +300,14 @@ impl Block {
         Ok(Self { convs, downsample })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, train: bool, lanes: usize) -> Result<Tensor> {
         let mut h = x.clone();
         let last = self.convs.len() - 1;
         for (i, (conv, norm)) in self.convs.iter().enumerate() {
-            h = kernels::batch_norm(norm, &conv.forward(&h)?, train, i != last)?;
+            h = kernels::batch_norm(norm, &conv.forward(&h, lanes)?, train, i != last)?;
         }
         let identity = match &self.downsample {
-            Some(d) => kernels::batch_norm(&d.bn, &d.conv.forward(x)?, train, false)?,
+            Some(d) => kernels::batch_norm(&d.bn, &d.conv.forward(x, lanes)?, train, false)?,
             None => x.clone(),
         };
         kernels::add_relu(&h, &identity)
@@ -432,16 +438,23 @@ impl ResNet {
     /// Backbone features after the global average pool: (N, C, H, W) -> (N, feature_dim).
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.adapt_input(x)?;
-        let mut h = kernels::batch_norm(&self.bn1, &self.conv1.forward(&x)?, train, true)?;
+        // Feature maps in oneDNN's blocked layout from the stem's output to the last block's
+        // where that runs (every width a multiple of the block), NCHW otherwise.
+        let widths = [
+            self.cfg.base_width,
+            self.cfg.base_width * self.cfg.arch.expansion(),
+        ];
+        let lanes = kernels::layout::blocked_lanes(&x, widths).unwrap_or(1);
+        let mut h = kernels::batch_norm(&self.bn1, &self.conv1.forward(&x, lanes)?, train, true)?;
         if !self.cfg.small_input {
             h = kernels::max_pool2d(&h, 3, 2, 1)?;
         }
         for stage in &self.stages {
             for block in stage {
-                h = block.forward_t(&h, train)?;
+                h = block.forward_t(&h, train, lanes)?;
             }
         }
-        kernels::global_avg_pool(&h)
+        kernels::global_avg_pool(&kernels::layout::to_plain(&h)?)
     }
 
     /// Inverted dropout with a mask from the model's seeded stream.
@@ -675,7 +688,7 @@ mod tests {
             .unwrap();
         assert!(d.to_scalar::<f32>().unwrap() > 1e-3);
         // The running mean moved by momentum 0.1 towards the batch mean of conv1's output.
-        let c1 = m.conv1.forward(&x).unwrap();
+        let c1 = m.conv1.forward(&x, 1).unwrap();
         let bm = c1.mean((0, 2, 3)).unwrap().to_vec1::<f32>().unwrap();
         for (r, b) in rm.iter().zip(&bm) {
             assert!((r - 0.1 * b).abs() < 1e-5, "{r} vs {b}");
@@ -727,6 +740,87 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(s > 0.0 && s.is_finite(), "{name}: |grad| sum {s}");
+        }
+    }
+
+    /// Blocked activations (oneDNN's nChw16c / nChw8c between the convolutions, the default
+    /// where oneDNN runs) against the NCHW path in the same process: eval logits, the eval input
+    /// gradient (the study's learning-priority pass) and every parameter's gradient and running
+    /// statistic after a training-mode step, for a basic-block and a bottleneck ResNet.
+    #[test]
+    fn blocked_activations_match_nchw() {
+        if !crate::kernels::conv::onednn::loaded_for_test() {
+            return;
+        }
+        let dev = Device::Cpu;
+        for arch in [Arch::ResNet18, Arch::ResNet50] {
+            let cfg = ResNetConfig {
+                arch,
+                base_width: 16,
+                in_channels: 3,
+                num_classes: 3,
+                dropout: 0.0,
+                small_input: false,
+            };
+            let x = Tensor::randn(0f32, 1.0, (3, 3, 35, 33), &dev).unwrap();
+            let lanes = crate::kernels::layout::blocked_lanes(&x, [16, 64]);
+            if lanes.is_none() {
+                eprintln!("blocked activations not offered here (oneDNN's ISA block): skipped");
+                return;
+            }
+            let target = Tensor::new(&[0u32, 2, 1], &dev).unwrap();
+            let run = |nchw: bool| {
+                let go = || {
+                    let vm = VarMap::new();
+                    let m = ResNet::seeded(&cfg, &vm, DType::F32, &dev, 9).unwrap();
+                    let xv = Var::from_tensor(&x).unwrap();
+                    let eval = m.logits(xv.as_tensor(), false).unwrap();
+                    let dx = eval.sum_all().unwrap().backward().unwrap();
+                    let dx = dx.get(xv.as_tensor()).unwrap().clone();
+                    let logits = m.logits(&x, true).unwrap();
+                    let loss = candle_nn::loss::cross_entropy(&logits, &target).unwrap();
+                    let grads = loss.backward().unwrap();
+                    let mut params = Vec::new();
+                    for (name, var) in named_vars(&vm) {
+                        let t = if is_running_stat(&name) {
+                            var.as_tensor().clone()
+                        } else {
+                            grads.get(var.as_tensor()).unwrap().clone()
+                        };
+                        params.push((name, t));
+                    }
+                    (eval, dx, params)
+                };
+                if nchw {
+                    crate::kernels::layout::with_nchw(go)
+                } else {
+                    go()
+                }
+            };
+            let rel = |a: &Tensor, b: &Tensor| -> f32 {
+                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+                let s = b
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                d.to_scalar::<f32>().unwrap() / s.max(1e-6)
+            };
+            let (ea, da, pa) = run(false);
+            let (eb, db, pb) = run(true);
+            assert!(rel(&ea, &eb) < 1e-4, "{arch:?} logits: {}", rel(&ea, &eb));
+            assert!(
+                rel(&da, &db) < 1e-3,
+                "{arch:?} input gradient: {}",
+                rel(&da, &db)
+            );
+            assert_eq!(pa.len(), pb.len());
+            for ((name, a), (_, b)) in pa.iter().zip(&pb) {
+                let d = rel(a, b);
+                assert!(d < 2e-3, "{arch:?} {name}: {d}");
+            }
         }
     }
 

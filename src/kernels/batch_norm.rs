@@ -27,7 +27,7 @@ const PAR_MIN: usize = 1 << 15;
 /// Whether the fused BatchNorm may run (when [`super::fast_cpu`] is on too): env
 /// `SPECTRAL_FAST_BN=0|false|off` keeps candle-nn's BatchNorm with the fast convolutions, to
 /// measure the two apart. Read once.
-fn fast_bn() -> bool {
+pub(crate) fn fast_bn() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         !matches!(
@@ -49,7 +49,7 @@ pub fn batch_norm(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result
         && fast_bn()
         && x.device().is_cpu()
         && matches!(x.dtype(), DType::F32 | DType::F64)
-        && x.rank() == 4
+        && (x.rank() == 4 || x.rank() == 5)
         && bn.weight_and_bias().is_some();
     if fast {
         batch_norm_fast(bn, x, train, relu)
@@ -60,14 +60,13 @@ pub fn batch_norm(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result
 
 /// The fast CPU path, whatever the switch says: CPU f32/f64 (N, C, H, W) input, affine `bn`.
 pub fn batch_norm_fast(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-    if x.rank() != 4 {
+    let Ok(((n, c, h, w), _)) = super::conv::act_dims(x.shape()) else {
         return Err(Error::Shape {
             what: "batch-norm input".into(),
-            expected: "(N, C, H, W)".into(),
+            expected: "(N, C, H, W) or blocked (N, C/L, H, W, L), L = 8 or 16".into(),
             got: format!("{:?}", x.dims()),
         });
-    }
-    let (n, c, h, w) = x.dims4()?;
+    };
     let channels = bn.running_mean().dim(0)?;
     if c != channels {
         return Err(Error::Shape {
@@ -81,6 +80,12 @@ pub fn batch_norm_fast(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> R
             "fast batch-norm needs an affine BatchNorm (weight and bias)".into(),
         ));
     };
+    if x.rank() == 5 && x.dtype() != DType::F32 {
+        return Err(Error::Other(format!(
+            "fast batch-norm: blocked activations are f32 only, got {:?}",
+            x.dtype()
+        )));
+    }
     let x = x.contiguous()?;
     let dtype = x.dtype();
     if train {
@@ -120,7 +125,7 @@ pub fn batch_norm_stock(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> 
 
 /// Per-channel mean and biased variance of contiguous (N, C, H, W) `x`, accumulated in f64.
 fn channel_stats(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
-    let c = x.dim(1)?;
+    let ((_, c, _, _), _) = super::conv::act_dims(x.shape())?;
     let st = tensor_f64s(&x.apply_op1_no_bwd(&StatsOp)?)?;
     let (mean, var) = st.split_at(c);
     Ok((mean.to_vec(), var.to_vec()))
@@ -150,27 +155,64 @@ fn stats_of<T: WithDType>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<f64> {
     out
 }
 
+/// [`stats_of`] over blocked activations, (N, C / L, HW, L): each block of L channels, one
+/// lane per channel, accumulated side by side in f64 (two-pass, as above).
+fn stats_lanes<T: WithDType, const L: usize>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<f64> {
+    let cb = c / L;
+    let m = (n * hw) as f64;
+    let per = |b: usize| {
+        let planes = || (0..n).map(move |i| &x[(i * cb + b) * hw * L..(i * cb + b + 1) * hw * L]);
+        let mut sum = [0f64; L];
+        for p in planes() {
+            for cell in p.chunks_exact(L) {
+                for l in 0..L {
+                    sum[l] += cell[l].to_f64();
+                }
+            }
+        }
+        let mean = sum.map(|v| v / m);
+        let mut ss = [0f64; L];
+        for p in planes() {
+            for cell in p.chunks_exact(L) {
+                for l in 0..L {
+                    let d = cell[l].to_f64() - mean[l];
+                    ss[l] += d * d;
+                }
+            }
+        }
+        (mean, ss.map(|v| v / m))
+    };
+    let r = par_map(cb, n * c * hw, per);
+    let mut out: Vec<f64> = r.iter().flat_map(|v| v.0).collect();
+    out.extend(r.iter().flat_map(|v| v.1));
+    out
+}
+
 impl candle_core::CustomOp1 for StatsOp {
     fn name(&self) -> &'static str {
         "spectral-batch-norm-stats"
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l1.shape().dims4()?;
+        let ((n, c, h, w), lanes) = super::conv::act_dims(l1.shape())?;
         let out = match s1 {
-            CpuStorage::F32(_) => stats_of(
-                slice_of::<f32>(s1, l1, "fast batch-norm: operand")?,
-                n,
-                c,
-                h * w,
-            ),
-            CpuStorage::F64(_) => stats_of(
+            CpuStorage::F32(_) => {
+                let x = slice_of::<f32>(s1, l1, "fast batch-norm: operand")?;
+                match lanes {
+                    8 => stats_lanes::<f32, 8>(x, n, c, h * w),
+                    16 => stats_lanes::<f32, 16>(x, n, c, h * w),
+                    _ => stats_of(x, n, c, h * w),
+                }
+            }
+            CpuStorage::F64(_) if lanes == 1 => stats_of(
                 slice_of::<f64>(s1, l1, "fast batch-norm: operand")?,
                 n,
                 c,
                 h * w,
             ),
-            _ => candle_core::bail!("fast batch-norm: f32 or f64 input required"),
+            _ => candle_core::bail!(
+                "fast batch-norm: f32 or f64 input required (blocked activations: f32)"
+            ),
         };
         Ok((CpuStorage::F64(out), Shape::from((2, c))))
     }
@@ -286,6 +328,48 @@ fn affine<T: WithDType>(x: &[T], c: usize, hw: usize, s: &[f64], t: &[f64], relu
     y
 }
 
+/// [`affine`] over blocked activations, (N, C / L, HW, L).
+fn affine_lanes<T: WithDType, const L: usize>(
+    x: &[T],
+    c: usize,
+    hw: usize,
+    s: &[f64],
+    t: &[f64],
+    relu: bool,
+) -> Vec<T> {
+    let s: Vec<T> = s.iter().map(|&v| T::from_f64(v)).collect();
+    let t: Vec<T> = t.iter().map(|&v| T::from_f64(v)).collect();
+    let cb = c / L;
+    // SAFETY: every element is written below (the planes cover `y`, the cells each plane).
+    let mut y: Vec<T> = unsafe { super::uninit_vec(x.len()) };
+    let plane = |(k, (yo, xi)): (usize, (&mut [T], &[T]))| {
+        let base = (k % cb) * L;
+        let (sc, tc) = (&s[base..base + L], &t[base..base + L]);
+        for (yc, xc) in yo.chunks_exact_mut(L).zip(xi.chunks_exact(L)) {
+            for l in 0..L {
+                let a = xc[l] * sc[l] + tc[l];
+                yc[l] = if relu && !passes_relu(a) {
+                    T::zero()
+                } else {
+                    a
+                };
+            }
+        }
+    };
+    if x.len() >= PAR_MIN {
+        y.par_chunks_mut(hw * L)
+            .zip(x.par_chunks(hw * L))
+            .enumerate()
+            .for_each(plane);
+    } else {
+        y.chunks_mut(hw * L)
+            .zip(x.chunks(hw * L))
+            .enumerate()
+            .for_each(plane);
+    }
+    y
+}
+
 impl CustomOp3 for BnOp {
     fn name(&self) -> &'static str {
         "spectral-batch-norm"
@@ -300,14 +384,18 @@ impl CustomOp3 for BnOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, c, h, w) = l1.shape().dims4()?;
+        let ((_, c, h, w), lanes) = super::conv::act_dims(l1.shape())?;
         let (s, t) = affine_of(self.train, &to_f64s(s2, l2)?, &to_f64s(s3, l3)?, c);
         let out = super::dispatch1(
             "fast batch-norm",
             "input",
             s1,
             l1,
-            |x: &[f32]| affine(x, c, h * w, &s, &t, self.relu),
+            |x: &[f32]| match lanes {
+                8 => affine_lanes::<f32, 8>(x, c, h * w, &s, &t, self.relu),
+                16 => affine_lanes::<f32, 16>(x, c, h * w, &s, &t, self.relu),
+                _ => affine(x, c, h * w, &s, &t, self.relu),
+            },
             |x: &[f64]| affine(x, c, h * w, &s, &t, self.relu),
         )?;
         Ok((out, l1.shape().clone()))
@@ -321,7 +409,7 @@ impl CustomOp3 for BnOp {
         _res: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c, h, w) = x.dims4()?;
+        let ((n, c, h, w), _) = super::conv::act_dims(x.shape())?;
         let m = (n * h * w) as f64;
         let (pv, qv) = (tensor_f64s(p)?, tensor_f64s(q)?);
         let (s, t) = affine_of(self.train, &pv, &qv, c);
@@ -444,6 +532,44 @@ fn channel_sums<T: WithDType>(
     out
 }
 
+/// [`channel_sums`] over blocked activations, (N, C / L, HW, L).
+fn channel_sums_lanes<T: WithDType, const L: usize>(
+    dy: &[T],
+    x: &[T],
+    n: usize,
+    c: usize,
+    hw: usize,
+    st: &[f64],
+    relu: bool,
+) -> Vec<f64> {
+    let (s, t) = st.split_at(c);
+    let cb = c / L;
+    let per = |b: usize| {
+        let sc: [T; L] = std::array::from_fn(|l| T::from_f64(s[b * L + l]));
+        let tc: [T; L] = std::array::from_fn(|l| T::from_f64(t[b * L + l]));
+        let (mut sg, mut sgx) = ([0f64; L], [0f64; L]);
+        for i in 0..n {
+            let r = (i * cb + b) * hw * L..(i * cb + b + 1) * hw * L;
+            for (gc, xc) in dy[r.clone()].chunks_exact(L).zip(x[r].chunks_exact(L)) {
+                for l in 0..L {
+                    let xv = xc[l];
+                    if relu && !passes_relu(xv * sc[l] + tc[l]) {
+                        continue;
+                    }
+                    let g = gc[l].to_f64();
+                    sg[l] += g;
+                    sgx[l] += g * xv.to_f64();
+                }
+            }
+        }
+        (sg, sgx)
+    };
+    let r = par_map(cb, n * c * hw, per);
+    let mut out: Vec<f64> = r.iter().flat_map(|v| v.0).collect();
+    out.extend(r.iter().flat_map(|v| v.1));
+    out
+}
+
 impl CustomOp3 for SumsOp {
     fn name(&self) -> &'static str {
         "spectral-batch-norm-sums"
@@ -458,19 +584,19 @@ impl CustomOp3 for SumsOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l2.shape().dims4()?;
+        let ((n, c, h, w), lanes) = super::conv::act_dims(l2.shape())?;
         let st = to_f64s(s3, l3)?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => channel_sums(
-                slice_of::<f32>(s1, l1, "fast batch-norm: operand")?,
-                slice_of::<f32>(s2, l2, "fast batch-norm: operand")?,
-                n,
-                c,
-                h * w,
-                &st,
-                self.relu,
-            ),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => channel_sums(
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let dy = slice_of::<f32>(s1, l1, "fast batch-norm: operand")?;
+                let x = slice_of::<f32>(s2, l2, "fast batch-norm: operand")?;
+                match lanes {
+                    8 => channel_sums_lanes::<f32, 8>(dy, x, n, c, h * w, &st, self.relu),
+                    16 => channel_sums_lanes::<f32, 16>(dy, x, n, c, h * w, &st, self.relu),
+                    _ => channel_sums(dy, x, n, c, h * w, &st, self.relu),
+                }
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) if lanes == 1 => channel_sums(
                 slice_of::<f64>(s1, l1, "fast batch-norm: operand")?,
                 slice_of::<f64>(s2, l2, "fast batch-norm: operand")?,
                 n,
@@ -533,6 +659,59 @@ fn grad_input<T: WithDType>(
     dx
 }
 
+/// [`grad_input`] over blocked activations, (N, C / L, HW, L).
+fn grad_input_lanes<T: WithDType, const L: usize>(
+    dy: &[T],
+    x: &[T],
+    c: usize,
+    hw: usize,
+    coef: &[f64],
+    relu: bool,
+) -> Vec<T> {
+    let col = |r: usize| -> Vec<T> {
+        coef[r * c..(r + 1) * c]
+            .iter()
+            .map(|&v| T::from_f64(v))
+            .collect()
+    };
+    let (alpha, beta, gamma, s, t) = (col(0), col(1), col(2), col(3), col(4));
+    let cb = c / L;
+    // SAFETY: every element is written below.
+    let mut dx: Vec<T> = unsafe { super::uninit_vec(x.len()) };
+    let plane = |(k, (o, (gi, xi))): PlaneDx<T>| {
+        let r = (k % cb) * L..(k % cb + 1) * L;
+        let (a, b, g0) = (&alpha[r.clone()], &beta[r.clone()], &gamma[r.clone()]);
+        let (sc, tc) = (&s[r.clone()], &t[r]);
+        for ((oc, gc), xc) in o
+            .chunks_exact_mut(L)
+            .zip(gi.chunks_exact(L))
+            .zip(xi.chunks_exact(L))
+        {
+            for l in 0..L {
+                let xv = xc[l];
+                let g = if relu && !passes_relu(xv * sc[l] + tc[l]) {
+                    T::zero()
+                } else {
+                    gc[l]
+                };
+                oc[l] = a[l] * g + b[l] * xv + g0[l];
+            }
+        }
+    };
+    if x.len() >= PAR_MIN {
+        dx.par_chunks_mut(hw * L)
+            .zip(dy.par_chunks(hw * L).zip(x.par_chunks(hw * L)))
+            .enumerate()
+            .for_each(plane);
+    } else {
+        dx.chunks_mut(hw * L)
+            .zip(dy.chunks(hw * L).zip(x.chunks(hw * L)))
+            .enumerate()
+            .for_each(plane);
+    }
+    dx
+}
+
 impl CustomOp3 for DxOp {
     fn name(&self) -> &'static str {
         "spectral-batch-norm-grad-input"
@@ -547,7 +726,7 @@ impl CustomOp3 for DxOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, c, h, w) = l2.shape().dims4()?;
+        let ((_, c, h, w), lanes) = super::conv::act_dims(l2.shape())?;
         let coef = to_f64s(s3, l3)?;
         let (c, hw) = (c, h * w);
         let out = super::dispatch2(
@@ -556,7 +735,11 @@ impl CustomOp3 for DxOp {
             l1,
             s2,
             l2,
-            |dy, x| grad_input(dy, x, c, hw, &coef, self.relu),
+            |dy, x| match lanes {
+                8 => grad_input_lanes::<f32, 8>(dy, x, c, hw, &coef, self.relu),
+                16 => grad_input_lanes::<f32, 16>(dy, x, c, hw, &coef, self.relu),
+                _ => grad_input(dy, x, c, hw, &coef, self.relu),
+            },
             |dy, x| grad_input(dy, x, c, hw, &coef, self.relu),
         )?;
         Ok((out, l2.shape().clone()))
@@ -688,6 +871,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Blocked activations ((N, C/L, H, W, L), L = 8 and 16) against the NCHW fast path: output,
+    /// dx, the parameter gradients and the running statistics, both modes, with and without
+    /// ReLU, f32 (the only dtype the model blocks), odd spatial sizes and several channel blocks.
+    #[test]
+    fn blocked_layout_matches_nchw() {
+        use crate::kernels::layout::{to_blocked, to_plain};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        for &lanes in &[8usize, 16] {
+            for &(n, c, h, w) in &[(3, 48, 5, 7), (2, 16, 1, 1), (4, 32, 33, 9)] {
+                for &train in &[false, true] {
+                    for &relu in &[false, true] {
+                        let x = random(&mut rng, &[n, c, h, w], DType::F32);
+                        let up = random(&mut rng, &[n, c, h, w], DType::F32);
+                        let (vm_a, bn_a) = make_bn(c, DType::F32, 23);
+                        let (vm_b, bn_b) = make_bn(c, DType::F32, 23);
+                        let xa = Var::from_tensor(&x).unwrap();
+                        let xb = Var::from_tensor(&to_blocked(&x, lanes).unwrap()).unwrap();
+                        assert_eq!(xb.dims(), [n, c / lanes, h, w, lanes]);
+                        let ya = batch_norm_fast(&bn_a, xa.as_tensor(), train, relu).unwrap();
+                        let yb = batch_norm_fast(&bn_b, xb.as_tensor(), train, relu).unwrap();
+                        assert_eq!(yb.dims(), xb.dims());
+                        let yb = to_plain(&yb).unwrap();
+                        let ga = (&ya * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                        let gb = (&yb * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                        let case = format!("L={lanes} {n}x{c}x{h}x{w} train={train} relu={relu}");
+                        let tol = 1e-5;
+                        let d = max_rel_diff(&yb, &ya);
+                        assert!(d < tol, "y {case}: {d}");
+                        let dxb = to_plain(gb.get(xb.as_tensor()).unwrap()).unwrap();
+                        let d = max_rel_diff(&dxb, ga.get(xa.as_tensor()).unwrap());
+                        assert!(d < tol, "dx {case}: {d}");
+                        let va = vm_a.data().lock().unwrap();
+                        let vb = vm_b.data().lock().unwrap();
+                        for name in ["weight", "bias"] {
+                            let pa = ga.get(va[name].as_tensor()).unwrap();
+                            let pb = gb.get(vb[name].as_tensor()).unwrap();
+                            let d = max_rel_diff(pb, pa);
+                            assert!(d < tol, "d{name} {case}: {d}");
+                        }
+                        for name in ["running_mean", "running_var"] {
+                            let d = max_rel_diff(vb[name].as_tensor(), va[name].as_tensor());
+                            assert!(d < tol, "{name} {case}: {d}");
+                        }
+                    }
+                }
+            }
+        }
+        // f64 blocked activations are refused, not computed in the wrong layout
+        let (_, bn) = make_bn(16, DType::F64, 1);
+        let x = Tensor::zeros((1, 1, 2, 2, 16), DType::F64, &Device::Cpu).unwrap();
+        assert!(batch_norm_fast(&bn, &x, false, true).is_err());
     }
 
     /// Central finite differences in f64 on the fast path (training mode, with ReLU): d/dε of

@@ -7,6 +7,7 @@
 //! - [`batch_norm`]: BatchNorm, fused with the following ReLU (stock candle-nn, or the fast
 //!   CPU path);
 //! - [`residual`]: the residual block's `relu(h + identity)`, fused on CPU;
+//! - [`layout`]: feature maps kept in oneDNN's channel-blocked layout between convolutions;
 //! - [`gemm`]: the one matrix product of the fast kernels (OpenBLAS or the `gemm` crate);
 //! - [`alloc`]: glibc's malloc thresholds, raised so that freed activations are reused;
 //! - [`threads`]: candle's own thread pool told to sleep sooner, so that it leaves the cores to
@@ -16,13 +17,14 @@ pub mod alloc;
 pub mod batch_norm;
 pub mod conv;
 pub mod gemm;
+pub mod layout;
 pub mod pool;
 pub mod residual;
 pub mod threads;
 
 pub use alloc::tune_allocator;
 pub use batch_norm::batch_norm;
-pub use conv::{conv2d, fast_cpu, set_fast_cpu, without_weight_grads};
+pub use conv::{conv2d, conv2d_blocked, fast_cpu, set_fast_cpu, without_weight_grads};
 pub use gemm::{gemm_backend, set_gemm_backend, GemmBackend};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use residual::add_relu;

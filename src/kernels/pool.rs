@@ -32,6 +32,16 @@ fn out_size(n: usize, kernel: usize, stride: usize, padding: usize) -> usize {
 }
 
 fn check_args(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<(usize, usize)> {
+    check_dims(x.dims(), kernel, stride, padding)
+}
+
+/// [`check_args`] on an (N, C, H, W) shape.
+fn check_dims(
+    dims: &[usize],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<(usize, usize)> {
     if kernel == 0 {
         return Err(Error::param("kernel", kernel, "must be at least 1"));
     }
@@ -46,7 +56,6 @@ fn check_args(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Resul
             format!("must be at most kernel / 2 = {}", kernel / 2),
         ));
     }
-    let dims = x.dims();
     if dims.len() != 4 {
         return Err(Error::Shape {
             what: "pooling input".into(),
@@ -173,10 +182,18 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 }
 
 /// The fast max-pool op whatever the switch says; f32/f64 CPU tensors only.
+///
+/// `x` may also hold blocked activations, (N, C / L, H, W, L) with L = 8 or 16
+/// ([`super::layout`]); the output is then blocked too.
 pub fn max_pool2d_fast(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    let (ho, wo) = check_args(x, kernel, stride, padding)?;
+    let (dims, lanes) = super::conv::act_dims(x.shape()).map_err(|_| Error::Shape {
+        what: "pooling input".into(),
+        expected: "(N, C, H, W) or blocked (N, C/L, H, W, L), L = 8 or 16".into(),
+        got: format!("{:?}", x.dims()),
+    })?;
+    let (ho, wo) = check_dims(&[dims.0, dims.1, dims.2, dims.3], kernel, stride, padding)?;
     let op = MaxPoolOp {
-        g: PoolGeom::new(x.dims4()?, kernel, stride, padding, (ho, wo)),
+        g: PoolGeom::new(dims, lanes, kernel, stride, padding, (ho, wo)),
         argmax: Mutex::new(None),
     };
     Ok(x.contiguous()?.apply_op1(op)?)
@@ -195,10 +212,12 @@ pub fn max_pool2d_stock(
     })
 }
 
-/// Geometry of one max pool: input planes (n·c of h × w), square window, output ho × wo.
+/// Geometry of one max pool: input planes (n·c / lanes of h × w cells of `lanes` channels each:
+/// 1 for NCHW, 8 or 16 for blocked activations), square window, output ho × wo.
 #[derive(Clone, Copy, Debug)]
 struct PoolGeom {
     planes: usize,
+    lanes: usize,
     h: usize,
     w: usize,
     k: usize,
@@ -211,13 +230,15 @@ struct PoolGeom {
 impl PoolGeom {
     fn new(
         (n, c, h, w): (usize, usize, usize, usize),
+        lanes: usize,
         k: usize,
         s: usize,
         p: usize,
         (ho, wo): (usize, usize),
     ) -> Self {
         Self {
-            planes: n * c,
+            planes: n * c / lanes,
+            lanes,
             h,
             w,
             k,
@@ -236,7 +257,17 @@ const NO_ARGMAX: u32 = u32::MAX;
 /// maximum, kept for the backward (which then scatters instead of searching the windows again:
 /// the search was ~6 % of a ResNet-18 64 px input-gradient pass, measured).
 fn max_pool_fwd<T: WithDType>(x: &[T], g: &PoolGeom) -> (Vec<T>, Vec<u32>) {
-    let (inp, out) = (g.h * g.w, g.ho * g.wo);
+    match g.lanes {
+        8 => max_pool_fwd_lanes::<T, 8>(x, g),
+        16 => max_pool_fwd_lanes::<T, 16>(x, g),
+        _ => max_pool_fwd_lanes::<T, 1>(x, g),
+    }
+}
+
+/// [`max_pool_fwd`] for `L` lanes per cell (a const, so that the plain layout's loops stay
+/// what they were and the blocked one's lane loop is unrolled and vectorised).
+fn max_pool_fwd_lanes<T: WithDType, const L: usize>(x: &[T], g: &PoolGeom) -> (Vec<T>, Vec<u32>) {
+    let (inp, out) = (g.h * g.w * L, g.ho * g.wo * L);
     let mut y = vec![T::zero(); g.planes * out];
     let mut idx = vec![NO_ARGMAX; g.planes * out];
     y.par_chunks_mut(out)
@@ -244,8 +275,9 @@ fn max_pool_fwd<T: WithDType>(x: &[T], g: &PoolGeom) -> (Vec<T>, Vec<u32>) {
         .zip(x.par_chunks(inp))
         .for_each(|((yp, ip), xp)| {
             for oy in 0..g.ho {
-                let yo = oy * g.wo;
-                max_pool_row(xp, g, oy, &mut yp[yo..yo + g.wo], &mut ip[yo..yo + g.wo]);
+                let yo = oy * g.wo * L;
+                let row = yo..yo + g.wo * L;
+                max_pool_row::<T, L>(xp, g, oy, &mut yp[row.clone()], &mut ip[row]);
             }
         });
     (y, idx)
@@ -258,7 +290,16 @@ fn max_pool_fwd<T: WithDType>(x: &[T], g: &PoolGeom) -> (Vec<T>, Vec<u32>) {
 /// each window offset (ky, kx) one pass over the row's cells, branch-free. The per-cell search
 /// mispredicted its compare on random data and was ~10 % of a ResNet-18 64 px forward
 /// (perf, stop 13); the order of visits per cell is unchanged, so are the results.
-fn max_pool_row<T: WithDType>(xp: &[T], g: &PoolGeom, oy: usize, yr: &mut [T], ir: &mut [u32]) {
+///
+/// With `L` lanes every cell holds L channels, searched side by side; the index kept is the
+/// cell's (y·w + x), the same for all lanes' layouts.
+fn max_pool_row<T: WithDType, const L: usize>(
+    xp: &[T],
+    g: &PoolGeom,
+    oy: usize,
+    yr: &mut [T],
+    ir: &mut [u32],
+) {
     let y0 = (oy * g.s) as isize - g.p as isize;
     let (ya, yb) = (
         y0.max(0) as usize,
@@ -273,16 +314,18 @@ fn max_pool_row<T: WithDType>(xp: &[T], g: &PoolGeom, oy: usize, yr: &mut [T], i
     for ox in 0..g.wo {
         let x0 = (ox * g.s) as isize - g.p as isize;
         let xa = x0.max(0) as usize;
-        if xa >= g.w || x0 + g.k as isize <= 0 {
-            yr[ox] = T::from_f64(f64::NEG_INFINITY);
-            ir[ox] = NO_ARGMAX;
-        } else {
-            ir[ox] = (ya * g.w + xa) as u32;
-            yr[ox] = xp[ya * g.w + xa];
+        for l in 0..L {
+            if xa >= g.w || x0 + g.k as isize <= 0 {
+                yr[ox * L + l] = T::from_f64(f64::NEG_INFINITY);
+                ir[ox * L + l] = NO_ARGMAX;
+            } else {
+                ir[ox * L + l] = (ya * g.w + xa) as u32;
+                yr[ox * L + l] = xp[(ya * g.w + xa) * L + l];
+            }
         }
     }
     for y in ya..yb {
-        let row = &xp[y * g.w..(y + 1) * g.w];
+        let row = &xp[y * g.w * L..(y + 1) * g.w * L];
         for kx in 0..g.k {
             // cells whose column ox·s + kx − p lies inside the row
             let first = g.p.saturating_sub(kx).div_ceil(g.s);
@@ -292,12 +335,20 @@ fn max_pool_row<T: WithDType>(xp: &[T], g: &PoolGeom, oy: usize, yr: &mut [T], i
             let last = ((g.w - 1 + g.p - kx) / g.s).min(g.wo - 1);
             for ox in first..=last {
                 let x = ox * g.s + kx - g.p;
-                let v = row[x];
-                // `v != v`: NaN
-                #[allow(clippy::eq_op)]
-                let take = v > yr[ox] || v != v;
-                yr[ox] = if take { v } else { yr[ox] };
-                ir[ox] = if take { (y * g.w + x) as u32 } else { ir[ox] };
+                let cell = (y * g.w + x) as u32;
+                let (v, yc, ic) = (
+                    &row[x * L..(x + 1) * L],
+                    &mut yr[ox * L..(ox + 1) * L],
+                    &mut ir[ox * L..(ox + 1) * L],
+                );
+                for l in 0..L {
+                    let v = v[l];
+                    // `v != v`: NaN
+                    #[allow(clippy::eq_op)]
+                    let take = v > yc[l] || v != v;
+                    yc[l] = if take { v } else { yc[l] };
+                    ic[l] = if take { cell } else { ic[l] };
+                }
             }
         }
     }
@@ -305,14 +356,15 @@ fn max_pool_row<T: WithDType>(xp: &[T], g: &PoolGeom, oy: usize, yr: &mut [T], i
 
 /// Backward: each output cell's gradient added to the input cell the forward chose.
 fn max_pool_bwd<T: WithDType>(dy: &[T], idx: &[u32], g: &PoolGeom) -> Vec<T> {
-    let (inp, out) = (g.h * g.w, g.ho * g.wo);
+    let lanes = g.lanes;
+    let (inp, out) = (g.h * g.w * lanes, g.ho * g.wo * lanes);
     let mut dx = vec![T::zero(); g.planes * inp];
     dx.par_chunks_mut(inp)
         .zip(dy.par_chunks(out).zip(idx.par_chunks(out)))
         .for_each(|(dxp, (dyp, ip))| {
-            for (&d, &i) in dyp.iter().zip(ip) {
+            for (j, (&d, &i)) in dyp.iter().zip(ip).enumerate() {
                 if i != NO_ARGMAX {
-                    dxp[i as usize] += d;
+                    dxp[i as usize * lanes + j % lanes] += d;
                 }
             }
         });
@@ -347,8 +399,8 @@ impl CustomOp1 for MaxPoolOp {
             _ => candle_core::bail!("fast max pool: f32 or f64 input required"),
         };
         *self.argmax.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(idx));
-        let (n, c, _, _) = l.shape().dims4()?;
-        Ok((out, Shape::from((n, c, g.ho, g.wo))))
+        let ((n, c, _, _), lanes) = super::conv::act_dims(l.shape())?;
+        Ok((out, super::conv::act_shape(n, c, g.ho, g.wo, lanes)))
     }
 
     fn bwd(
@@ -386,15 +438,14 @@ impl CustomOp1 for MaxPoolGradOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.g;
-        if l.shape().elem_count() != g.planes * g.ho * g.wo
-            || self.idx.len() != g.planes * g.ho * g.wo
-        {
+        let cells = g.planes * g.ho * g.wo * g.lanes;
+        if l.shape().elem_count() != cells || self.idx.len() != cells {
             candle_core::bail!(
                 "fast max pool grad: unexpected gradient shape {:?}",
                 l.shape()
             );
         }
-        let (n, c, _, _) = l.shape().dims4()?;
+        let ((n, c, _, _), lanes) = super::conv::act_dims(l.shape())?;
         let out = super::dispatch1(
             "fast max pool grad",
             "output gradient",
@@ -403,7 +454,7 @@ impl CustomOp1 for MaxPoolGradOp {
             |dy: &[f32]| max_pool_bwd(dy, &self.idx, &g),
             |dy: &[f64]| max_pool_bwd(dy, &self.idx, &g),
         )?;
-        Ok((out, Shape::from((n, c, g.h, g.w))))
+        Ok((out, super::conv::act_shape(n, c, g.h, g.w, lanes)))
     }
 }
 
@@ -688,6 +739,54 @@ mod tests {
         );
     }
 
+    /// Blocked activations ((N, C/L, H, W, L), L = 8 and 16) against the NCHW op: the same
+    /// maxima and the same gradient (each to the first maximum of its window), with ties and
+    /// NaNs placed in some lanes, for the stem's 3x3/2/1 pool and other windows, odd sizes.
+    #[test]
+    fn blocked_layout_matches_nchw() {
+        use crate::kernels::layout::{to_blocked, to_plain};
+        let dev = Device::Cpu;
+        for &lanes in &[8usize, 16] {
+            for &((n, c, h, w), k, st, p) in &[
+                ((2, 32, 17, 14), 3, 2, 1),
+                ((1, 16, 5, 6), 2, 1, 0),
+                ((3, 48, 9, 9), 3, 3, 1),
+            ] {
+                let mut x: Vec<f32> = random((n, c, h, w), 40 + k as u64)
+                    .iter()
+                    .map(|&v| (v * 4.0).round() as f32) // coarse: many ties
+                    .collect();
+                x[5] = f32::NAN;
+                x[h * w + 3] = f32::NAN;
+                let xt = Tensor::from_vec(x, (n, c, h, w), &dev).unwrap();
+                let (ho, wo) = ((h + 2 * p - k) / st + 1, (w + 2 * p - k) / st + 1);
+                let up = Tensor::from_vec(
+                    random((n, c, ho, wo), 9)
+                        .iter()
+                        .map(|&v| v as f32)
+                        .collect::<Vec<_>>(),
+                    (n, c, ho, wo),
+                    &dev,
+                )
+                .unwrap();
+                let xa = Var::from_tensor(&xt).unwrap();
+                let xb = Var::from_tensor(&to_blocked(&xt, lanes).unwrap()).unwrap();
+                let ya = max_pool2d_fast(xa.as_tensor(), k, st, p).unwrap();
+                let yb = max_pool2d_fast(xb.as_tensor(), k, st, p).unwrap();
+                assert_eq!(yb.dims(), [n, c / lanes, ho, wo, lanes]);
+                let yb = to_plain(&yb).unwrap();
+                let ga = (&ya * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let gb = (&yb * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                let case = format!("L={lanes} {n}x{c}x{h}x{w} k={k} s={st} p={p}");
+                assert_eq!(bits(flat(&yb)), bits(flat(&ya)), "y {case}");
+                let dxb = to_plain(gb.get(&xb).unwrap()).unwrap();
+                assert_eq!(flat(&dxb), flat(ga.get(&xa).unwrap()), "dx {case}");
+            }
+        }
+    }
+
     /// The per-cell search that `max_pool_row` turns inside out: input index (in its plane) of
     /// the first maximum of output cell (oy, ox); `None` if the window holds only padding.
     fn cell_argmax(g: &PoolGeom, plane: &[f32], oy: usize, ox: usize) -> Option<usize> {
@@ -731,7 +830,7 @@ mod tests {
             let h = rng.random_range(k.max(1)..=12usize);
             let w = rng.random_range(k.max(1)..=12usize);
             let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
-            let g = PoolGeom::new((1, 1, h, w), k, s, p, (ho, wo));
+            let g = PoolGeom::new((1, 1, h, w), 1, k, s, p, (ho, wo));
             let plane: Vec<f32> = (0..h * w)
                 .map(|_| match rng.random_range(0..20) {
                     0 => f32::NAN,

@@ -37,6 +37,10 @@ pub(crate) struct Geom {
     pub pad: usize,
     pub ho: usize,
     pub wo: usize,
+    /// Layout of the input and output activations: 1 = NCHW, 8 or 16 = oneDNN's nChw8c /
+    /// nChw16c, held as (N, C / lanes, H, W, lanes) tensors (oneDNN passes only).
+    pub lanes_in: usize,
+    pub lanes_out: usize,
 }
 
 impl Geom {
@@ -70,6 +74,8 @@ impl Geom {
             pad,
             ho: (h + 2 * pad - kh) / stride + 1,
             wo: (w + 2 * pad - kw) / stride + 1,
+            lanes_in: 1,
+            lanes_out: 1,
         })
     }
     pub(crate) fn k(&self) -> usize {
@@ -83,6 +89,17 @@ impl Geom {
     }
     pub(crate) fn out_len(&self) -> usize {
         self.c_out * self.p()
+    }
+    /// Shape of the input activations (or their gradient) in this geometry's layout.
+    fn in_shape(&self) -> Shape {
+        act_shape(self.n, self.c_in, self.h, self.w, self.lanes_in)
+    }
+    /// Shape of the output activations (or their gradient) in this geometry's layout.
+    fn out_shape(&self) -> Shape {
+        act_shape(self.n, self.c_out, self.ho, self.wo, self.lanes_out)
+    }
+    fn plain(&self) -> bool {
+        self.lanes_in == 1 && self.lanes_out == 1
     }
     /// 1x1, stride 1, no padding: the image itself is its `col` matrix.
     fn pointwise(&self) -> bool {
@@ -465,6 +482,9 @@ fn f32_pass(pass: Pass, a: &[f32], b: &[f32], g: &Geom) -> candle_core::Result<V
     if super::onednn::enabled(pass) {
         return super::onednn::conv(pass, g, a, b);
     }
+    if !g.plain() {
+        candle_core::bail!("fast conv2d {pass:?}: blocked activations need oneDNN for this pass");
+    }
     Ok(match pass {
         Pass::Forward => forward(a, b, g),
         Pass::GradInput => grad_input(a, b, g),
@@ -480,20 +500,68 @@ pub enum Pass {
     GradWeight,
 }
 
-fn geom_of(l1: &Layout, l2: &Layout, stride: usize, pad: usize) -> candle_core::Result<Geom> {
-    let x = l1.shape().dims4()?;
+/// An activation's shape: (N, C, H, W) with 1 lane, else (N, C / lanes, H, W, lanes).
+pub(crate) fn act_shape(n: usize, c: usize, h: usize, w: usize, lanes: usize) -> Shape {
+    if lanes == 1 {
+        Shape::from((n, c, h, w))
+    } else {
+        Shape::from(vec![n, c / lanes, h, w, lanes])
+    }
+}
+
+/// (N, C, H, W) and the lanes of an activation's shape: rank 4 (NCHW) or rank 5 (blocked).
+pub(crate) fn act_dims(
+    shape: &Shape,
+) -> candle_core::Result<((usize, usize, usize, usize), usize)> {
+    match *shape.dims() {
+        [n, c, h, w] => Ok(((n, c, h, w), 1)),
+        [n, cb, h, w, lanes] if lanes == 8 || lanes == 16 => Ok(((n, cb * lanes, h, w), lanes)),
+        _ => candle_core::bail!(
+            "activation of shape {shape:?}: expected (N, C, H, W) or blocked (N, C/L, H, W, L), L = 8 or 16"
+        ),
+    }
+}
+
+fn geom_of(
+    l1: &Layout,
+    l2: &Layout,
+    stride: usize,
+    pad: usize,
+    lanes_out: usize,
+) -> candle_core::Result<Geom> {
+    let (x, lanes_in) = act_dims(l1.shape())?;
     let k = l2.shape().dims4()?;
+    if !matches!(lanes_out, 1 | 8 | 16) || k.0 % lanes_out != 0 {
+        candle_core::bail!(
+            "fast conv2d: {} output channels in blocks of {lanes_out}",
+            k.0
+        );
+    }
     match Geom::new(x, k, stride, pad) {
-        Some(g) => Ok(g),
+        Some(g) => Ok(Geom {
+            lanes_in,
+            lanes_out,
+            ..g
+        }),
         None => candle_core::bail!("fast conv2d: input {x:?} and kernel {k:?} do not fit with stride {stride}, padding {pad}"),
     }
 }
 
-/// Forward op: `x.apply_op2(w, Conv2dOp { stride, pad })`.
+/// The f64 passes: the GEMM kernels, plain layout only.
+fn f64_plain(g: &Geom) -> candle_core::Result<()> {
+    if !g.plain() {
+        candle_core::bail!("fast conv2d: blocked activations are f32 (oneDNN) only");
+    }
+    Ok(())
+}
+
+/// Forward op: `x.apply_op2(w, Conv2dOp { stride, pad, lanes_out })`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Conv2dOp {
     pub stride: usize,
     pub pad: usize,
+    /// Output layout: 1 = NCHW, 8/16 = blocked (the input's layout is read from its shape).
+    pub lanes_out: usize,
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -508,11 +576,11 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = geom_of(l1, l2, self.stride, self.pad)?;
+        let g = geom_of(l1, l2, self.stride, self.pad, self.lanes_out)?;
         let f32_ = |a: &[f32], b: &[f32]| f32_pass(Pass::Forward, a, b, &g);
-        let f64_ = |a: &[f64], b: &[f64]| Ok(forward(a, b, &g));
+        let f64_ = |a: &[f64], b: &[f64]| f64_plain(&g).map(|_| forward(a, b, &g));
         let out = super::super::try_dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
-        Ok((out, Shape::from((g.n, g.c_out, g.ho, g.wo))))
+        Ok((out, g.out_shape()))
     }
 
     fn bwd(
@@ -522,7 +590,13 @@ impl CustomOp2 for Conv2dOp {
         _res: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = geom_of(x.layout(), w.layout(), self.stride, self.pad)?;
+        let g = geom_of(
+            x.layout(),
+            w.layout(),
+            self.stride,
+            self.pad,
+            self.lanes_out,
+        )?;
         let dy = dy.contiguous()?;
         // Gradients only for what is tracked: the images of a training batch are not, and
         // the weights need none when only the input gradient is wanted.
@@ -558,9 +632,7 @@ impl CustomOp2 for GradInputOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.g;
-        if l1.shape().dims() != [g.n, g.c_out, g.ho, g.wo]
-            || l2.shape().dims() != [g.c_out, g.c_in, g.kh, g.kw]
-        {
+        if *l1.shape() != g.out_shape() || l2.shape().dims() != [g.c_out, g.c_in, g.kh, g.kw] {
             candle_core::bail!(
                 "fast conv2d grad-input: unexpected shapes {:?} {:?}",
                 l1.shape(),
@@ -568,9 +640,9 @@ impl CustomOp2 for GradInputOp {
             );
         }
         let f32_ = |a: &[f32], b: &[f32]| f32_pass(Pass::GradInput, a, b, &g);
-        let f64_ = |a: &[f64], b: &[f64]| Ok(grad_input(a, b, &g));
+        let f64_ = |a: &[f64], b: &[f64]| f64_plain(&g).map(|_| grad_input(a, b, &g));
         let out = super::super::try_dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
-        Ok((out, Shape::from((g.n, g.c_in, g.h, g.w))))
+        Ok((out, g.in_shape()))
     }
 }
 
@@ -592,9 +664,7 @@ impl CustomOp2 for GradWeightOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.g;
-        if l1.shape().dims() != [g.n, g.c_in, g.h, g.w]
-            || l2.shape().dims() != [g.n, g.c_out, g.ho, g.wo]
-        {
+        if *l1.shape() != g.in_shape() || *l2.shape() != g.out_shape() {
             candle_core::bail!(
                 "fast conv2d grad-weight: unexpected shapes {:?} {:?}",
                 l1.shape(),
@@ -602,7 +672,7 @@ impl CustomOp2 for GradWeightOp {
             );
         }
         let f32_ = |a: &[f32], b: &[f32]| f32_pass(Pass::GradWeight, a, b, &g);
-        let f64_ = |a: &[f64], b: &[f64]| Ok(grad_weight(a, b, &g));
+        let f64_ = |a: &[f64], b: &[f64]| f64_plain(&g).map(|_| grad_weight(a, b, &g));
         let out = super::super::try_dispatch2("fast conv2d", s1, l1, s2, l2, f32_, f64_)?;
         Ok((out, Shape::from((g.c_out, g.c_in, g.kh, g.kw))))
     }

@@ -120,26 +120,43 @@ static pthread_once_t engine_once = PTHREAD_ONCE_INIT;
  * the reorders into and out of acdb cost 2-3x those into nChw16c, and at 2-16 px the direct
  * jit kernels on nChw16c (what PyTorch's oneDNN 3.13 picks for NCHW tensors, ONEDNN_VERBOSE)
  * ran the ResNet-18 64 px stack faster. SPECTRAL_ONEDNN_LAYOUT=any restores oneDNN's choice. */
-static int act_block;
+static int act_block, isa_block;
 static int blocked_kinds = 3; /* bit k: pass k asks for the blocked layout */
 
 static void engine_init(void) {
     engine_status = load() ? DNNL(dnnl_engine_create)(&engine, dnnl_cpu, 0) : dnnl_runtime_error;
     if (engine_status != dnnl_success) return;
+    /* ISA values are bit sets: AVX-512 core includes all of AVX2's bits */
+    int isa = (int)DNNL(dnnl_get_effective_cpu_isa)();
+    isa_block = (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 16
+                : (isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2             ? 8
+                                                                               : 0;
     const char *layout = getenv("SPECTRAL_ONEDNN_LAYOUT");
     if (layout && strcmp(layout, "any") == 0) return;
     if (layout && strcmp(layout, "all") == 0) blocked_kinds = 7;
-    /* ISA values are bit sets: AVX-512 core includes all of AVX2's bits */
-    int isa = (int)DNNL(dnnl_get_effective_cpu_isa)();
-    act_block = (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 16
-                : (isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2             ? 8
-                                                                               : 0;
+    act_block = isa_block;
 }
 
-/* The layout asked of an activation with c channels: blocked where c fills whole blocks (the
- * 3-channel input of a stem stays oneDNN's choice, plain NCHW). */
-static dnnl_format_tag_t act_tag(int kind, int64_t c, int blocked) {
-    if (!blocked || !(blocked_kinds >> kind & 1)) return dnnl_format_tag_any;
+/* The channel block of oneDNN's direct kernels on this CPU: 16 (AVX-512), 8 (AVX2), or 0 (older
+ * ISA, or no oneDNN); what kernels::conv::blocked_lanes offers the model's activations. */
+int spectral_onednn_block(void) {
+    pthread_once(&engine_once, engine_init);
+    return engine_status == dnnl_success ? isa_block : 0;
+}
+
+/* The caller's layout of an activation: lanes 1 = plain NCHW, 8 = nChw8c, 16 = nChw16c (the
+ * model's blocked activations, kernels::conv::blocked_lanes); 0 for anything else. */
+static dnnl_format_tag_t user_tag(int64_t lanes) {
+    return lanes == 1 ? dnnl_nchw : lanes == 8 ? dnnl_nChw8c : lanes == 16 ? dnnl_nChw16c : dnnl_format_tag_undef;
+}
+
+/* The layout asked of an activation with c channels: the caller's own where it is blocked (no
+ * reorder at all), else blocked where c fills whole blocks (the 3-channel input of a stem stays
+ * oneDNN's choice, plain NCHW). */
+static dnnl_format_tag_t act_tag(int kind, int64_t c, int64_t lanes, int blocked) {
+    if (!blocked) return dnnl_format_tag_any;
+    if (lanes > 1) return user_tag(lanes);
+    if (!(blocked_kinds >> kind & 1)) return dnnl_format_tag_any;
     if (act_block == 16 && c % 16 == 0) return dnnl_nChw16c;
     if (act_block == 8 && c % 8 == 0) return dnnl_nChw8c;
     return dnnl_format_tag_any;
@@ -175,8 +192,10 @@ static cmd_t md_ref(const md_t *md) { return md; }
 static void md_free(md_t *md) { (void)md; }
 #endif
 
-/* The geometry g = n, c_in, h, w, c_out, kh, kw, stride, pad, ho, wo as oneDNN dimensions, and
- * the plain (NCHW / OIHW) and "any"-layout descriptors of src, weights and dst. */
+/* The geometry g = n, c_in, h, w, c_out, kh, kw, stride, pad, ho, wo, src lanes, dst lanes as
+ * oneDNN dimensions, and the caller's (NCHW or nChw8c/16c by the lanes; OIHW) and the asked-for
+ * ("any" or blocked) descriptors of src, weights and dst. */
+#define G_LEN 13
 typedef struct {
     dnnl_dims_t src_d, wei_d, dst_d, strides, dilates, pad_l, pad_r;
     md_t src_u, wei_u, dst_u, src_any, wei_any, dst_any;
@@ -196,10 +215,13 @@ static dnnl_status_t geom_init(geom_t *t, int kind, const int64_t *g, int blocke
     /* right padding: what makes the output size come out as given (PyTorch's floor rule) */
     t->pad_r[0] = (g[9] - 1) * g[7] + g[5] - g[2] - g[8];
     t->pad_r[1] = (g[10] - 1) * g[7] + g[6] - g[3] - g[8];
-    dnnl_status_t s = md_init(&t->src_u, t->src_d, dnnl_nchw);
+    dnnl_format_tag_t src_user = user_tag(g[11]), dst_user = user_tag(g[12]);
+    if (src_user == dnnl_format_tag_undef || dst_user == dnnl_format_tag_undef) return dnnl_invalid_arguments;
+    dnnl_status_t s = md_init(&t->src_u, t->src_d, src_user);
     if (s == dnnl_success) s = md_init(&t->wei_u, t->wei_d, dnnl_oihw);
-    if (s == dnnl_success) s = md_init(&t->dst_u, t->dst_d, dnnl_nchw);
-    dnnl_format_tag_t src_tag = act_tag(kind, g[1], blocked), dst_tag = act_tag(kind, g[4], blocked);
+    if (s == dnnl_success) s = md_init(&t->dst_u, t->dst_d, dst_user);
+    dnnl_format_tag_t src_tag = act_tag(kind, g[1], g[11], blocked),
+                      dst_tag = act_tag(kind, g[4], g[12], blocked);
     t->blocked = src_tag != dnnl_format_tag_any || dst_tag != dnnl_format_tag_any;
     if (s == dnnl_success) s = md_init(&t->src_any, t->src_d, src_tag);
     if (s == dnnl_success) s = md_init(&t->wei_any, t->wei_d, dnnl_format_tag_any);
@@ -266,7 +288,7 @@ static dnnl_status_t pass_pd(dnnl_primitive_desc_t *pd, int kind, dnnl_prop_kind
  * implementation search (and the backward passes a forward one as hint) on every creation, which
  * cost more than the convolution itself for the small layers of the 32-64 px models. */
 typedef struct {
-    int64_t key[12]; /* kind, g[0..11]; key[0] = -1: empty */
+    int64_t key[1 + G_LEN]; /* kind, g; key[0] = -1: empty */
     geom_t t;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim, reorder[3];
@@ -318,7 +340,7 @@ static int plan_make(plan_t *p, int kind, const int64_t *g, const char **what) {
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t fwd_pd = NULL;
     p->key[0] = kind;
-    memcpy(p->key + 1, g, 11 * sizeof *g);
+    memcpy(p->key + 1, g, G_LEN * sizeof *g);
     /* The primitive's scratchpad is allocated per call and freed after it: oneDNN's default
      * (library-owned, per thread) keeps the largest one ever needed for the life of the thread
      * (measured: +20 MiB on the peak of a ResNet-50 224 px input-gradient pass). */
@@ -404,7 +426,7 @@ static plan_t *plan_get(int kind, const int64_t *g, int *status, const char **wh
         for (int i = 0; i < PLANS; i++) plans[i].key[0] = -1;
     }
     for (int i = 0; i < PLANS; i++)
-        if (plans[i].key[0] == kind && memcmp(plans[i].key + 1, g, 11 * sizeof *g) == 0) return &plans[i];
+        if (plans[i].key[0] == kind && memcmp(plans[i].key + 1, g, G_LEN * sizeof *g) == 0) return &plans[i];
     plan_t *p = &plans[plans_next];
     plans_next = (plans_next + 1) % PLANS; /* round robin: a model has far fewer geometries */
     if (p->key[0] != -1) plan_free(p);
@@ -418,7 +440,7 @@ static void *scratch_alloc(size_t bytes) { return aligned_alloc(64, (bytes + 63)
  * `b_ready` already in the layout this pass's plan wants (spectral_onednn_weights). */
 int spectral_onednn_conv(int kind, int threads, const int64_t *g, const float *a, const float *b, int b_ready,
                          float *out, const char **what) {
-    /* g = n, c_in, h, w, c_out, kh, kw, stride, pad, ho, wo */
+    /* g: see geom_init */
     int status = 0;
     *what = "";
     dnnl_memory_t user[3] = {NULL, NULL, NULL}, inner[3] = {NULL, NULL, NULL}, pad_mem = NULL;
