@@ -336,18 +336,19 @@ fn max_pool_row<T: WithDType, const L: usize>(
             for ox in first..=last {
                 let x = ox * g.s + kx - g.p;
                 let cell = (y * g.w + x) as u32;
-                let (v, yc, ic) = (
-                    &row[x * L..(x + 1) * L],
-                    &mut yr[ox * L..(ox + 1) * L],
-                    &mut ir[ox * L..(ox + 1) * L],
-                );
+                // fixed-size views and a non-short-circuit test: what lets the lane loop
+                // vectorise (with slices and `||` it ran scalar, 4 % of a ResNet-18 64 px
+                // input-gradient pass with blocked activations, perf)
+                let v: &[T; L] = row[x * L..][..L].try_into().expect("L lanes");
+                let yc: &mut [T; L] = (&mut yr[ox * L..][..L]).try_into().expect("L lanes");
+                let ic: &mut [u32; L] = (&mut ir[ox * L..][..L]).try_into().expect("L lanes");
                 for l in 0..L {
-                    let v = v[l];
+                    let (v, y, i) = (v[l], yc[l], ic[l]);
                     // `v != v`: NaN
                     #[allow(clippy::eq_op)]
-                    let take = v > yc[l] || v != v;
-                    yc[l] = if take { v } else { yc[l] };
-                    ic[l] = if take { cell } else { ic[l] };
+                    let take = (v > y) | (v != v);
+                    yc[l] = if take { v } else { y };
+                    ic[l] = if take { cell } else { i };
                 }
             }
         }
