@@ -155,29 +155,32 @@ fn stats_of<T: WithDType>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<f64> {
     out
 }
 
-/// [`stats_of`] over blocked activations, (N, C / L, HW, L): each block of L channels, one
-/// lane per channel, accumulated side by side in f64 (two-pass, as above).
-fn stats_lanes<T: WithDType, const L: usize>(x: &[T], n: usize, c: usize, hw: usize) -> Vec<f64> {
+/// [`stats_of`] over blocked activations, (N, C / L, HW, L), f32: each block of L channels, one
+/// lane per channel, accumulated side by side in f64 (two-pass, as above), on fixed-size cells
+/// so that the lane loops vectorise.
+fn stats_lanes<const L: usize>(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f64> {
     let cb = c / L;
     let m = (n * hw) as f64;
     let per = |b: usize| {
-        let planes = || (0..n).map(move |i| &x[(i * cb + b) * hw * L..(i * cb + b + 1) * hw * L]);
+        let cells = || {
+            (0..n).flat_map(move |i| {
+                x[(i * cb + b) * hw * L..(i * cb + b + 1) * hw * L]
+                    .chunks_exact(L)
+                    .map(|cell| <&[f32; L]>::try_from(cell).expect("L lanes"))
+            })
+        };
         let mut sum = [0f64; L];
-        for p in planes() {
-            for cell in p.chunks_exact(L) {
-                for l in 0..L {
-                    sum[l] += cell[l].to_f64();
-                }
+        for cell in cells() {
+            for l in 0..L {
+                sum[l] += f64::from(cell[l]);
             }
         }
         let mean = sum.map(|v| v / m);
         let mut ss = [0f64; L];
-        for p in planes() {
-            for cell in p.chunks_exact(L) {
-                for l in 0..L {
-                    let d = cell[l].to_f64() - mean[l];
-                    ss[l] += d * d;
-                }
+        for cell in cells() {
+            for l in 0..L {
+                let d = f64::from(cell[l]) - mean[l];
+                ss[l] += d * d;
             }
         }
         (mean, ss.map(|v| v / m))
@@ -199,8 +202,8 @@ impl candle_core::CustomOp1 for StatsOp {
             CpuStorage::F32(_) => {
                 let x = slice_of::<f32>(s1, l1, "fast batch-norm: operand")?;
                 match lanes {
-                    8 => stats_lanes::<f32, 8>(x, n, c, h * w),
-                    16 => stats_lanes::<f32, 16>(x, n, c, h * w),
+                    8 => stats_lanes::<8>(x, n, c, h * w),
+                    16 => stats_lanes::<16>(x, n, c, h * w),
                     _ => stats_of(x, n, c, h * w),
                 }
             }
@@ -539,10 +542,11 @@ fn channel_sums<T: WithDType>(
     out
 }
 
-/// [`channel_sums`] over blocked activations, (N, C / L, HW, L).
-fn channel_sums_lanes<T: WithDType, const L: usize>(
-    dy: &[T],
-    x: &[T],
+/// [`channel_sums`] over blocked activations, (N, C / L, HW, L), f32: the same f64 sums, with the
+/// ReLU test outside the lane loop and a select inside it (vectorised, as [`affine_lanes`]).
+fn channel_sums_lanes<const L: usize>(
+    dy: &[f32],
+    x: &[f32],
     n: usize,
     c: usize,
     hw: usize,
@@ -552,20 +556,24 @@ fn channel_sums_lanes<T: WithDType, const L: usize>(
     let (s, t) = st.split_at(c);
     let cb = c / L;
     let per = |b: usize| {
-        let sc: [T; L] = std::array::from_fn(|l| T::from_f64(s[b * L + l]));
-        let tc: [T; L] = std::array::from_fn(|l| T::from_f64(t[b * L + l]));
+        let sc: [f32; L] = std::array::from_fn(|l| s[b * L + l] as f32);
+        let tc: [f32; L] = std::array::from_fn(|l| t[b * L + l] as f32);
         let (mut sg, mut sgx) = ([0f64; L], [0f64; L]);
         for i in 0..n {
             let r = (i * cb + b) * hw * L..(i * cb + b + 1) * hw * L;
             for (gc, xc) in dy[r.clone()].chunks_exact(L).zip(x[r].chunks_exact(L)) {
+                let gc = <&[f32; L]>::try_from(gc).expect("L lanes");
+                let xc = <&[f32; L]>::try_from(xc).expect("L lanes");
                 for l in 0..L {
-                    let xv = xc[l];
-                    if relu && !passes_relu(xv * sc[l] + tc[l]) {
-                        continue;
-                    }
-                    let g = gc[l].to_f64();
+                    let (xv, gv) = (xc[l], gc[l]);
+                    let g = if !relu || xv * sc[l] + tc[l] > 0.0 {
+                        gv
+                    } else {
+                        0.0
+                    };
+                    let g = f64::from(g);
                     sg[l] += g;
-                    sgx[l] += g * xv.to_f64();
+                    sgx[l] += g * f64::from(xv);
                 }
             }
         }
@@ -598,8 +606,8 @@ impl CustomOp3 for SumsOp {
                 let dy = slice_of::<f32>(s1, l1, "fast batch-norm: operand")?;
                 let x = slice_of::<f32>(s2, l2, "fast batch-norm: operand")?;
                 match lanes {
-                    8 => channel_sums_lanes::<f32, 8>(dy, x, n, c, h * w, &st, self.relu),
-                    16 => channel_sums_lanes::<f32, 16>(dy, x, n, c, h * w, &st, self.relu),
+                    8 => channel_sums_lanes::<8>(dy, x, n, c, h * w, &st, self.relu),
+                    16 => channel_sums_lanes::<16>(dy, x, n, c, h * w, &st, self.relu),
                     _ => channel_sums(dy, x, n, c, h * w, &st, self.relu),
                 }
             }

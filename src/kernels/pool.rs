@@ -268,8 +268,10 @@ fn max_pool_fwd<T: WithDType>(x: &[T], g: &PoolGeom) -> (Vec<T>, Vec<u32>) {
 /// what they were and the blocked one's lane loop is unrolled and vectorised).
 fn max_pool_fwd_lanes<T: WithDType, const L: usize>(x: &[T], g: &PoolGeom) -> (Vec<T>, Vec<u32>) {
     let (inp, out) = (g.h * g.w * L, g.ho * g.wo * L);
-    let mut y = vec![T::zero(); g.planes * out];
-    let mut idx = vec![NO_ARGMAX; g.planes * out];
+    // SAFETY: every cell of every row is written by `max_pool_row` (its first loop sets each
+    // cell, or the whole row when the window holds padding only).
+    let mut y: Vec<T> = unsafe { super::uninit_vec(g.planes * out) };
+    let mut idx: Vec<u32> = unsafe { super::uninit_vec(g.planes * out) };
     y.par_chunks_mut(out)
         .zip(idx.par_chunks_mut(out))
         .zip(x.par_chunks(inp))

@@ -43,7 +43,9 @@ pub fn add_relu_fast(h: &Tensor, identity: &Tensor) -> Result<Tensor> {
 
 /// `f(a[i], b[i])` for every element, in parallel chunks.
 fn map2<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut y = vec![T::zero(); a.len()];
+    // SAFETY: every element is written below (the chunks cover `y`); zero-filling it first was
+    // a memset pass per call (perf: memset 4.6 % of a ResNet-18 64 px training step).
+    let mut y: Vec<T> = unsafe { super::uninit_vec(a.len()) };
     y.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(y, (a, b))| {

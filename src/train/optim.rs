@@ -210,6 +210,26 @@ struct Ema {
     square: bool,
 }
 
+/// The square root in the type's own precision. For f32 this is `sqrtps`, vectorised, where the
+/// f64 square root rounded back to f32 ran one element at a time; both are the correctly rounded
+/// square root of the f32 value (the f64 result has more than twice f32's precision, so rounding
+/// it again gives the same bits).
+trait Sqrt: WithDType {
+    fn sqrt_own(self) -> Self;
+}
+
+impl Sqrt for f32 {
+    fn sqrt_own(self) -> Self {
+        self.sqrt()
+    }
+}
+
+impl Sqrt for f64 {
+    fn sqrt_own(self) -> Self {
+        self.sqrt()
+    }
+}
+
 impl Ema {
     fn run<T: WithDType>(&self, m: &mut [T], g: &[T]) {
         let (b, c) = (T::from_f64(self.beta), T::from_f64(1.0 - self.beta));
@@ -267,7 +287,7 @@ struct Step {
 }
 
 impl Step {
-    fn run<T: WithDType>(&self, theta: &mut [T], m: &[T], v: &[T]) {
+    fn run<T: Sqrt>(&self, theta: &mut [T], m: &[T], v: &[T]) {
         let (lr, bc1, bc2) = (
             T::from_f64(self.lr),
             T::from_f64(self.bc1),
@@ -276,7 +296,7 @@ impl Step {
         let (decay, eps) = (T::from_f64(self.decay), T::from_f64(EPS));
         let one = |(th, (m, v)): (&mut [T], (&[T], &[T]))| {
             for ((th, &m), &v) in th.iter_mut().zip(m).zip(v) {
-                let denom = T::from_f64((v / bc2).to_f64().sqrt()) + eps;
+                let denom = (v / bc2).sqrt_own() + eps;
                 *th = *th * decay - (m / bc1) / denom * lr;
             }
         };
