@@ -10,7 +10,8 @@
 //!   `net` is `r18`, `r50` (torchvision) or `s4` (the embedded study's network: ResNet-18, base
 //!   width 4, 1 channel, small-input stem).
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var};
 use candle_nn::{ModuleT, VarMap};
 
 use crate::error::{Error, Result};
@@ -101,6 +102,56 @@ pub fn conv_layers(net: &str, px: usize) -> Result<Vec<ConvLayer>> {
         .collect()
 }
 
+/// `y.apply_op1(Upstream(up))`: the scalar Σ y·up, whose gradient with respect to `y` is `up`
+/// itself. What PyTorch's `autograd.grad(y, x, grad_outputs=up)` (scripts/bench_torch.py) does
+/// has no candle API; `(y * up).sum_all().backward()`, used before stop 16, added four passes
+/// over each layer's output (the product, its sum, the sum's broadcast gradient and the product's
+/// backward) that the PyTorch side does not run. Here the forward is one read of y and up, and the
+/// backward hands `up` on as it is.
+struct Upstream(Tensor);
+
+impl CustomOp1 for Upstream {
+    fn name(&self) -> &'static str {
+        "bench-upstream"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(y), Some((a, b))) = (s, l.contiguous_offsets()) else {
+            candle_core::bail!("bench upstream: contiguous f32 output expected");
+        };
+        let up = self.0.flatten_all()?.to_vec1::<f32>()?;
+        if up.len() != b - a {
+            candle_core::bail!("bench upstream: {} upstream values for {}", up.len(), b - a);
+        }
+        let dot: f64 = y[a..b]
+            .iter()
+            .zip(&up)
+            .map(|(&y, &u)| f64::from(y * u))
+            .sum();
+        Ok((CpuStorage::F32(vec![dot as f32]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        // `backward` seeds the scalar with 1
+        let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        Ok(Some(if g == 1.0 {
+            self.0.clone()
+        } else {
+            self.0.affine(g, 0.0)?
+        }))
+    }
+}
+
+/// The backward pass from `y` with upstream gradient `up` (see [`Upstream`]).
+fn backward_from(y: &Tensor, up: &Tensor) -> Result<GradStore> {
+    Ok(y.apply_op1(Upstream(up.clone()))?.backward()?)
+}
+
 /// One pass over every layer: `fwd`, `dx` (forward + input gradient, weight gradients
 /// skipped as in an input-gradient pass) or `dxdw` (forward + both gradients: training).
 pub fn run_conv(layers: &[ConvLayer], pass: &str) -> Result<()> {
@@ -118,13 +169,13 @@ pub fn run_conv(layers: &[ConvLayer], pass: &str) -> Result<()> {
             "dx" => {
                 let g = without_weight_grads(|| -> Result<_> {
                     let y = conv2d(l.x.as_tensor(), l.w.as_tensor(), l.stride, l.pad)?;
-                    Ok((y * &l.up)?.sum_all()?.backward()?)
+                    backward_from(&y, &l.up)
                 })?;
                 std::hint::black_box(g);
             }
             "dxdw" => {
                 let y = conv2d(l.x.as_tensor(), l.w.as_tensor(), l.stride, l.pad)?;
-                std::hint::black_box((y * &l.up)?.sum_all()?.backward()?);
+                std::hint::black_box(backward_from(&y, &l.up)?);
             }
             other => return Err(Error::param("pass", other, "must be fwd, dx or dxdw")),
         }
@@ -206,5 +257,43 @@ mod tests {
         }
         assert!(run_model(&mut w, "backward").is_err());
         assert!(model_workload("vgg", 32).is_err());
+    }
+
+    /// The upstream op gives the gradients `(y * up).sum_all().backward()` gives (and its value).
+    #[test]
+    fn upstream_op_is_the_weighted_sum() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 7, 6), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.2, (4, 3, 3, 3), &dev).unwrap()).unwrap();
+        let up = Tensor::randn(0f32, 1.0, (2, 4, 4, 3), &dev).unwrap();
+        let y = conv2d(x.as_tensor(), w.as_tensor(), 2, 1).unwrap();
+        let a = backward_from(&y, &up).unwrap();
+        let b = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&x, &w] {
+            let d = (a.get(v).unwrap() - b.get(v).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-5, "{d}");
+        }
+        let dot = y
+            .apply_op1(Upstream(up.clone()))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let want = (&y * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            (dot - want).abs() < 1e-3 * want.abs().max(1.0),
+            "{dot} vs {want}"
+        );
     }
 }
