@@ -218,10 +218,11 @@ impl Conv {
         })
     }
 
-    /// The convolution, its output in `lanes` (1: NCHW through [`kernels::conv2d`], else
-    /// blocked, [`kernels::layout`]).
-    fn forward(&self, x: &Tensor, lanes: usize) -> Result<Tensor> {
-        if lanes == 1 {
+    /// The convolution; with `block` > 1 its output is blocked where its channels fill the blocks
+    /// ([`kernels::layout::lanes_for`]); with NCHW in and out it is [`kernels::conv2d`].
+    fn forward(&self, x: &Tensor, block: usize) -> Result<Tensor> {
+        let lanes = kernels::layout::lanes_for(self.weight.dim(0)?, block);
+        if lanes == 1 && x.rank() == 4 {
             kernels::conv2d(x, &self.weight, self.stride, self.padding)
         } else {
             kernels::conv2d_blocked(x, &self.weight, self.stride, self.padding, lanes)
@@ -438,13 +439,9 @@ impl ResNet {
     /// Backbone features after the global average pool: (N, C, H, W) -> (N, feature_dim).
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.adapt_input(x)?;
-        // Feature maps in oneDNN's blocked layout from the stem's output to the last block's
-        // where that runs (every width a multiple of the block), NCHW otherwise.
-        let widths = [
-            self.cfg.base_width,
-            self.cfg.base_width * self.cfg.arch.expansion(),
-        ];
-        let lanes = kernels::layout::blocked_lanes(&x, widths).unwrap_or(1);
+        // Feature maps in oneDNN's blocked layout where that runs and their channels fill the
+        // blocks, from the stem's output to the last block's; NCHW otherwise.
+        let lanes = kernels::layout::blocked_lanes(&x).unwrap_or(1);
         let mut h = kernels::batch_norm(&self.bn1, &self.conv1.forward(&x, lanes)?, train, true)?;
         if !self.cfg.small_input {
             h = kernels::max_pool2d(&h, 3, 2, 1)?;
@@ -753,17 +750,23 @@ mod tests {
             return;
         }
         let dev = Device::Cpu;
-        for arch in [Arch::ResNet18, Arch::ResNet50] {
+        // ResNet-18 and -50 blocked throughout; the embedded study's width-4 net (small-input
+        // stem, 1 channel) NCHW in its 4- and 8-channel stages and blocked after them
+        for (arch, width, cin, small) in [
+            (Arch::ResNet18, 16, 3, false),
+            (Arch::ResNet50, 16, 3, false),
+            (Arch::ResNet18, 4, 1, true),
+        ] {
             let cfg = ResNetConfig {
                 arch,
-                base_width: 16,
-                in_channels: 3,
+                base_width: width,
+                in_channels: cin,
                 num_classes: 3,
                 dropout: 0.0,
-                small_input: false,
+                small_input: small,
             };
-            let x = Tensor::randn(0f32, 1.0, (3, 3, 35, 33), &dev).unwrap();
-            let lanes = crate::kernels::layout::blocked_lanes(&x, [16, 64]);
+            let x = Tensor::randn(0f32, 1.0, (3, cin, 35, 33), &dev).unwrap();
+            let lanes = crate::kernels::layout::blocked_lanes(&x);
             if lanes.is_none() {
                 eprintln!("blocked activations not offered here (oneDNN's ISA block): skipped");
                 return;

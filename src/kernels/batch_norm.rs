@@ -304,17 +304,22 @@ type PlaneDx<'a, T> = (usize, (&'a mut [T], (&'a [T], &'a [T])));
 fn affine<T: WithDType>(x: &[T], c: usize, hw: usize, s: &[f64], t: &[f64], relu: bool) -> Vec<T> {
     let s: Vec<T> = s.iter().map(|&v| T::from_f64(v)).collect();
     let t: Vec<T> = t.iter().map(|&v| T::from_f64(v)).collect();
-    let mut y = vec![T::zero(); x.len()];
+    // SAFETY: every element is written below (the planes cover `y`).
+    let mut y: Vec<T> = unsafe { super::uninit_vec(x.len()) };
     let plane = |(k, (yo, xi)): (usize, (&mut [T], &[T]))| {
         let ch = k % c;
         let (sc, tc) = (s[ch], t[ch]);
-        for (o, &v) in yo.iter_mut().zip(xi) {
-            let a = v * sc + tc;
-            *o = if relu && !passes_relu(a) {
-                T::zero()
-            } else {
-                a
-            };
+        // the ReLU test outside the loop and a plain select inside: what lets it vectorise
+        // (as in affine_lanes)
+        if relu {
+            for (o, &v) in yo.iter_mut().zip(xi) {
+                let a = v * sc + tc;
+                *o = if passes_relu(a) { a } else { T::zero() };
+            }
+        } else {
+            for (o, &v) in yo.iter_mut().zip(xi) {
+                *o = v * sc + tc;
+            }
         }
     };
     if x.len() >= PAR_MIN {
@@ -647,17 +652,24 @@ fn grad_input<T: WithDType>(
             .collect()
     };
     let (alpha, beta, gamma, s, t) = (col(0), col(1), col(2), col(3), col(4));
-    let mut dx = vec![T::zero(); x.len()];
+    // SAFETY: every element is written below (the planes cover `dx`).
+    let mut dx: Vec<T> = unsafe { super::uninit_vec(x.len()) };
     let plane = |(k, (o, (gi, xi))): PlaneDx<T>| {
         let ch = k % c;
         let (a, b, g0, sc, tc) = (alpha[ch], beta[ch], gamma[ch], s[ch], t[ch]);
-        for ((o, &g), &xv) in o.iter_mut().zip(gi).zip(xi) {
-            let g = if relu && !passes_relu(xv * sc + tc) {
-                T::zero()
-            } else {
-                g
-            };
-            *o = a * g + b * xv + g0;
+        if relu {
+            for ((o, &g), &xv) in o.iter_mut().zip(gi).zip(xi) {
+                let g = if passes_relu(xv * sc + tc) {
+                    g
+                } else {
+                    T::zero()
+                };
+                *o = a * g + b * xv + g0;
+            }
+        } else {
+            for ((o, &g), &xv) in o.iter_mut().zip(gi).zip(xi) {
+                *o = a * g + b * xv + g0;
+            }
         }
     };
     if x.len() >= PAR_MIN {

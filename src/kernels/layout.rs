@@ -6,7 +6,8 @@
 //! tensors every convolution pass paid a reorder of its input into that layout and of its output
 //! back (docs/performance.md, stops 13-15: what kept the whole-model rows below PyTorch's while
 //! the convolutions alone were at its rate). Here the model converts once: the stem convolution
-//! writes blocked output, BatchNorm ([`super::batch_norm`]), the ReLU + residual add
+//! writes blocked output (every convolution whose output channels fill whole blocks does:
+//! [`lanes_for`]), BatchNorm ([`super::batch_norm`]), the ReLU + residual add
 //! ([`super::add_relu`], element-wise, any layout) and the max pool ([`super::max_pool2d`]) read
 //! and write it as it is, and [`to_plain`] returns NCHW before the global pool. A blocked tensor
 //! is an ordinary candle tensor of shape (N, C / L, H, W, L), so autograd needs nothing new: every
@@ -50,10 +51,11 @@ pub fn with_nchw<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// The lanes L (16 with AVX-512, 8 with AVX2) a model should keep activations like `x` in, with
-/// `channels` the channel counts of its feature maps; `None` when the plain NCHW path is the one
-/// to take (not f32 on CPU, the fast kernels or oneDNN off, a count not a multiple of L).
-pub fn blocked_lanes(x: &Tensor, channels: impl IntoIterator<Item = usize>) -> Option<usize> {
+/// The lanes L (16 with AVX-512, 8 with AVX2) a model should keep activations like `x` in, for
+/// the feature maps whose channel count is a multiple of L ([`lanes_for`]); `None` when the
+/// plain NCHW path is the one to take (not f32 on CPU, the fast kernels or oneDNN off, the
+/// switch off).
+pub fn blocked_lanes(x: &Tensor) -> Option<usize> {
     if !(switch_on()
         && !NCHW_ONLY.with(|c| c.get())
         && super::fast_cpu()
@@ -63,11 +65,20 @@ pub fn blocked_lanes(x: &Tensor, channels: impl IntoIterator<Item = usize>) -> O
     {
         return None;
     }
-    let lanes = super::conv::onednn::block()?;
-    channels
-        .into_iter()
-        .all(|c| c > 0 && c % lanes == 0)
-        .then_some(lanes)
+    super::conv::onednn::block()
+}
+
+/// The layout of a feature map with `channels` channels when the model blocks by `block`
+/// ([`blocked_lanes`], 1 for none): `block` where the channels fill whole blocks, else 1 (NCHW).
+/// Each convolution writes its output in this layout, so a network whose narrow early stages do
+/// not fill a block (the embedded study's width-4 ResNet: 4 and 8 channels) switches to blocks
+/// where its stages widen; a residual block's two branches end in the same width, hence layout.
+pub fn lanes_for(channels: usize, block: usize) -> usize {
+    if block > 1 && channels % block == 0 {
+        block
+    } else {
+        1
+    }
 }
 
 /// (N, C, H, W) -> blocked (N, C / `lanes`, H, W, `lanes`); differentiable (candle's reshape and

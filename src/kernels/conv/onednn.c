@@ -138,14 +138,14 @@ static void engine_init(void) {
 }
 
 /* The channel block of oneDNN's direct kernels on this CPU: 16 (AVX-512), 8 (AVX2), or 0 (older
- * ISA, or no oneDNN); what kernels::conv::blocked_lanes offers the model's activations. */
+ * ISA, or no oneDNN); what kernels::layout::blocked_lanes offers the model's activations. */
 int spectral_onednn_block(void) {
     pthread_once(&engine_once, engine_init);
     return engine_status == dnnl_success ? isa_block : 0;
 }
 
 /* The caller's layout of an activation: lanes 1 = plain NCHW, 8 = nChw8c, 16 = nChw16c (the
- * model's blocked activations, kernels::conv::blocked_lanes); 0 for anything else. */
+ * model's blocked activations, kernels::layout::blocked_lanes); 0 for anything else. */
 static dnnl_format_tag_t user_tag(int64_t lanes) {
     return lanes == 1 ? dnnl_nchw : lanes == 8 ? dnnl_nChw8c : lanes == 16 ? dnnl_nChw16c : dnnl_format_tag_undef;
 }

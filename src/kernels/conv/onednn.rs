@@ -110,7 +110,7 @@ pub(crate) fn enabled(pass: Pass) -> bool {
 
 /// The channel block of oneDNN's direct convolutions on this CPU (16 with AVX-512, 8 with AVX2),
 /// when all three f32 passes go to oneDNN ([`enabled`]); else `None`. The model keeps its
-/// activations in that layout between convolutions ([`crate::kernels::blocked_lanes`]).
+/// activations in that layout between convolutions ([`crate::kernels::layout::blocked_lanes`]).
 pub(crate) fn block() -> Option<usize> {
     static BLOCK: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     *BLOCK.get_or_init(|| {
