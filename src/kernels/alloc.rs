@@ -35,15 +35,7 @@ const ARENAS: i32 = 1;
 /// calls do nothing. Called by the CLI, `ResNet::new` and the fast CPU convolution on first use;
 /// returns whether the settings were taken.
 pub fn tune_allocator() -> bool {
-    *TUNED.get_or_init(|| {
-        let off = matches!(
-            std::env::var("SPECTRAL_MALLOC_TUNE")
-                .map(|v| v.trim().to_ascii_lowercase())
-                .as_deref(),
-            Ok("0") | Ok("false") | Ok("off")
-        );
-        !off && set_thresholds()
-    })
+    *TUNED.get_or_init(|| !super::env_says_off("SPECTRAL_MALLOC_TUNE") && set_thresholds())
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -29,14 +29,7 @@ const PAR_MIN: usize = 1 << 15;
 /// measure the two apart. Read once.
 pub(crate) fn fast_bn() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        !matches!(
-            std::env::var("SPECTRAL_FAST_BN")
-                .map(|v| v.trim().to_ascii_lowercase())
-                .as_deref(),
-            Ok("0") | Ok("false") | Ok("off")
-        )
-    })
+    *ON.get_or_init(|| !super::env_says_off("SPECTRAL_FAST_BN"))
 }
 
 /// BatchNorm of `x` (N, C, H, W) with `bn`'s parameters, then ReLU if `relu`; `train` selects

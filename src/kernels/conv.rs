@@ -41,12 +41,7 @@ pub fn fast_cpu() -> bool {
         1 => false,
         2 => true,
         _ => {
-            let on = !matches!(
-                std::env::var("SPECTRAL_FAST_CONV")
-                    .map(|v| v.trim().to_ascii_lowercase())
-                    .as_deref(),
-                Ok("0") | Ok("false") | Ok("off")
-            );
+            let on = !super::env_says_off("SPECTRAL_FAST_CONV");
             set_fast_cpu(on);
             on
         }
@@ -115,6 +110,17 @@ pub fn conv2d_stock(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Re
 /// raises glibc's malloc thresholds ([`super::tune_allocator`]) and shortens candle's pool spin
 /// ([`super::tune_thread_pools`]).
 pub fn conv2d_fast(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    apply_fast(x, w, stride, padding, 1)
+}
+
+/// The fast op, output in `lanes_out` (the allocator and pool tuning first, as documented above).
+fn apply_fast(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    lanes_out: usize,
+) -> Result<Tensor> {
     super::tune_allocator();
     super::tune_thread_pools();
     let x = x.contiguous()?;
@@ -124,7 +130,7 @@ pub fn conv2d_fast(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Res
         cpu::Conv2dOp {
             stride,
             pad: padding,
-            lanes_out: 1,
+            lanes_out,
         },
     )?)
 }
@@ -161,18 +167,7 @@ pub fn conv2d_blocked(
     if stride == 0 {
         return Err(Error::param("stride", stride, "must be at least 1"));
     }
-    super::tune_allocator();
-    super::tune_thread_pools();
-    let x = x.contiguous()?;
-    let w = w.contiguous()?;
-    Ok(x.apply_op2(
-        &w,
-        cpu::Conv2dOp {
-            stride,
-            pad: padding,
-            lanes_out,
-        },
-    )?)
+    apply_fast(x, w, stride, padding, lanes_out)
 }
 
 #[cfg(test)]

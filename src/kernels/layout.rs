@@ -24,14 +24,7 @@ use crate::error::{Error, Result};
 /// Whether env `SPECTRAL_BLOCKED` allows blocked activations (default yes). Read once.
 fn switch_on() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        !matches!(
-            std::env::var("SPECTRAL_BLOCKED")
-                .map(|v| v.trim().to_ascii_lowercase())
-                .as_deref(),
-            Ok("0") | Ok("false") | Ok("off")
-        )
-    })
+    *ON.get_or_init(|| !super::env_says_off("SPECTRAL_BLOCKED"))
 }
 
 thread_local! {

@@ -30,6 +30,17 @@ pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use residual::add_relu;
 pub use threads::tune_thread_pools;
 
+/// Whether env `name` switches something off: `0`, `false` or `off` (any case, spaces around);
+/// unset or anything else leaves it on. The one parser of the kernels' `SPECTRAL_*` switches.
+pub(crate) fn env_says_off(name: &str) -> bool {
+    matches!(
+        std::env::var(name)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref(),
+        Ok("0") | Ok("false") | Ok("off")
+    )
+}
+
 /// `f((i, chunk))` for the consecutive `size`-element chunks of `v`, over the rayon pool when
 /// `parallel` (the kernels share out their own loops only when the product above them is not
 /// already split over the threads).
