@@ -11,7 +11,7 @@
 //!   width 4, 1 channel, small-input stem).
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var};
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, Var};
 use candle_nn::{ModuleT, VarMap};
 
 use crate::error::{Error, Result};
@@ -102,54 +102,60 @@ pub fn conv_layers(net: &str, px: usize) -> Result<Vec<ConvLayer>> {
         .collect()
 }
 
-/// `y.apply_op1(Upstream(up))`: the scalar Σ y·up, whose gradient with respect to `y` is `up`
-/// itself. What PyTorch's `autograd.grad(y, x, grad_outputs=up)` (scripts/bench_torch.py) does
-/// has no candle API; `(y * up).sum_all().backward()`, used before stop 16, added four passes
-/// over each layer's output (the product, its sum, the sum's broadcast gradient and the product's
-/// backward) that the PyTorch side does not run. Here the forward is one read of y and up, and the
-/// backward hands `up` on as it is.
-struct Upstream(Tensor);
+/// `y.apply_op2(up, Upstream)`: the scalar Σ y·up, whose gradient with respect to `y` is `up`
+/// itself (`up` is untracked). What PyTorch's `autograd.grad(y, x, grad_outputs=up)`
+/// (scripts/bench_torch.py) does has no candle API; `(y * up).sum_all().backward()`, used before
+/// stop 16, added four passes over each layer's output (the product, its sum, the sum's broadcast
+/// gradient and the product's backward) that the PyTorch side does not run. Here the forward is
+/// one read of y and up, and the backward hands `up` on as it is.
+struct Upstream;
 
-impl CustomOp1 for Upstream {
+impl CustomOp2 for Upstream {
     fn name(&self) -> &'static str {
         "bench-upstream"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(y), Some((a, b))) = (s, l.contiguous_offsets()) else {
-            candle_core::bail!("bench upstream: contiguous f32 output expected");
-        };
-        let up = self.0.flatten_all()?.to_vec1::<f32>()?;
-        if up.len() != b - a {
-            candle_core::bail!("bench upstream: {} upstream values for {}", up.len(), b - a);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let y = crate::kernels::contiguous::<f32>(s1, l1, "bench upstream: output")?;
+        let up = crate::kernels::contiguous::<f32>(s2, l2, "bench upstream: upstream gradient")?;
+        if up.len() != y.len() {
+            candle_core::bail!(
+                "bench upstream: {} upstream values for {}",
+                up.len(),
+                y.len()
+            );
         }
-        let dot: f64 = y[a..b]
-            .iter()
-            .zip(&up)
-            .map(|(&y, &u)| f64::from(y * u))
-            .sum();
+        let dot: f64 = y.iter().zip(up).map(|(&y, &u)| f64::from(y * u)).sum();
         Ok((CpuStorage::F32(vec![dot as f32]), Shape::from(())))
     }
 
     fn bwd(
         &self,
         _y: &Tensor,
+        up: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         // `backward` seeds the scalar with 1
         let g = grad.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        Ok(Some(if g == 1.0 {
-            self.0.clone()
+        let dy = if g == 1.0 {
+            up.clone()
         } else {
-            self.0.affine(g, 0.0)?
-        }))
+            up.affine(g, 0.0)?
+        };
+        Ok((Some(dy), None))
     }
 }
 
 /// The backward pass from `y` with upstream gradient `up` (see [`Upstream`]).
 fn backward_from(y: &Tensor, up: &Tensor) -> Result<GradStore> {
-    Ok(y.apply_op1(Upstream(up.clone()))?.backward()?)
+    Ok(y.apply_op2(up, Upstream)?.backward()?)
 }
 
 /// One pass over every layer: `fwd`, `dx` (forward + input gradient, weight gradients
@@ -281,7 +287,7 @@ mod tests {
             assert!(d < 1e-5, "{d}");
         }
         let dot = y
-            .apply_op1(Upstream(up.clone()))
+            .apply_op2(&up, Upstream)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();

@@ -301,14 +301,14 @@ impl Block {
         Ok(Self { convs, downsample })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool, lanes: usize) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, train: bool, block: usize) -> Result<Tensor> {
         let mut h = x.clone();
         let last = self.convs.len() - 1;
         for (i, (conv, norm)) in self.convs.iter().enumerate() {
-            h = kernels::batch_norm(norm, &conv.forward(&h, lanes)?, train, i != last)?;
+            h = kernels::batch_norm(norm, &conv.forward(&h, block)?, train, i != last)?;
         }
         let identity = match &self.downsample {
-            Some(d) => kernels::batch_norm(&d.bn, &d.conv.forward(x, lanes)?, train, false)?,
+            Some(d) => kernels::batch_norm(&d.bn, &d.conv.forward(x, block)?, train, false)?,
             None => x.clone(),
         };
         kernels::add_relu(&h, &identity)
@@ -441,14 +441,14 @@ impl ResNet {
         let x = self.adapt_input(x)?;
         // Feature maps in oneDNN's blocked layout where that runs and their channels fill the
         // blocks, from the stem's output to the last block's; NCHW otherwise.
-        let lanes = kernels::layout::blocked_lanes(&x).unwrap_or(1);
-        let mut h = kernels::batch_norm(&self.bn1, &self.conv1.forward(&x, lanes)?, train, true)?;
+        let block = kernels::layout::blocked_lanes(&x).unwrap_or(1);
+        let mut h = kernels::batch_norm(&self.bn1, &self.conv1.forward(&x, block)?, train, true)?;
         if !self.cfg.small_input {
             h = kernels::max_pool2d(&h, 3, 2, 1)?;
         }
         for stage in &self.stages {
-            for block in stage {
-                h = block.forward_t(&h, train, lanes)?;
+            for b in stage {
+                h = b.forward_t(&h, train, block)?;
             }
         }
         kernels::global_avg_pool(&kernels::layout::to_plain(&h)?)

@@ -53,13 +53,7 @@ pub fn batch_norm(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result
 
 /// The fast CPU path, whatever the switch says: CPU f32/f64 (N, C, H, W) input, affine `bn`.
 pub fn batch_norm_fast(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-    let Ok(((n, c, h, w), _)) = super::conv::act_dims(x.shape()) else {
-        return Err(Error::Shape {
-            what: "batch-norm input".into(),
-            expected: "(N, C, H, W) or blocked (N, C/L, H, W, L), L = 8 or 16".into(),
-            got: format!("{:?}", x.dims()),
-        });
-    };
+    let ((n, c, h, w), _) = super::conv::activation_dims(x, "batch-norm input")?;
     let channels = bn.running_mean().dim(0)?;
     if c != channels {
         return Err(Error::Shape {

@@ -14,6 +14,19 @@ pub mod onednn;
 pub use cpu::Pass;
 pub(crate) use cpu::{act_dims, act_shape};
 
+/// (N, C, H, W) and the lanes of an activation (NCHW or blocked, [`super::layout`]), or the
+/// crate's shape error naming `what` (e.g. "pooling input").
+pub(crate) fn activation_dims(
+    x: &Tensor,
+    what: &str,
+) -> Result<((usize, usize, usize, usize), usize)> {
+    act_dims(x.shape()).map_err(|_| Error::Shape {
+        what: what.into(),
+        expected: "(N, C, H, W) or blocked (N, C/L, H, W, L), L = 8 or 16".into(),
+        got: format!("{:?}", x.dims()),
+    })
+}
+
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -186,11 +186,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 /// `x` may also hold blocked activations, (N, C / L, H, W, L) with L = 8 or 16
 /// ([`super::layout`]); the output is then blocked too.
 pub fn max_pool2d_fast(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    let (dims, lanes) = super::conv::act_dims(x.shape()).map_err(|_| Error::Shape {
-        what: "pooling input".into(),
-        expected: "(N, C, H, W) or blocked (N, C/L, H, W, L), L = 8 or 16".into(),
-        got: format!("{:?}", x.dims()),
-    })?;
+    let (dims, lanes) = super::conv::activation_dims(x, "pooling input")?;
     let (ho, wo) = check_dims(&[dims.0, dims.1, dims.2, dims.3], kernel, stride, padding)?;
     let op = MaxPoolOp {
         g: PoolGeom::new(dims, lanes, kernel, stride, padding, (ho, wo)),
@@ -316,14 +312,14 @@ fn max_pool_row<T: WithDType, const L: usize>(
     for ox in 0..g.wo {
         let x0 = (ox * g.s) as isize - g.p as isize;
         let xa = x0.max(0) as usize;
-        for l in 0..L {
-            if xa >= g.w || x0 + g.k as isize <= 0 {
-                yr[ox * L + l] = T::from_f64(f64::NEG_INFINITY);
-                ir[ox * L + l] = NO_ARGMAX;
-            } else {
-                ir[ox * L + l] = (ya * g.w + xa) as u32;
-                yr[ox * L + l] = xp[(ya * g.w + xa) * L + l];
-            }
+        let (yc, ic) = (&mut yr[ox * L..][..L], &mut ir[ox * L..][..L]);
+        if xa >= g.w || x0 + g.k as isize <= 0 {
+            yc.fill(T::from_f64(f64::NEG_INFINITY));
+            ic.fill(NO_ARGMAX);
+        } else {
+            let cell = ya * g.w + xa;
+            yc.copy_from_slice(&xp[cell * L..][..L]);
+            ic.fill(cell as u32);
         }
     }
     for y in ya..yb {

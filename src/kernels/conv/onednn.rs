@@ -512,7 +512,7 @@ mod tests {
             ((8, 512, 2, 2), (512, 512, 3, 3), 1, 1), // deepest 3x3 at 64 px
         ] {
             // NCHW, and the model's blocked activations where the channels fill the blocks
-            let lanes_of = |c: usize| block().filter(|l| c % l == 0).unwrap_or(1);
+            let lanes_of = |c| crate::kernels::layout::lanes_for(c, block().unwrap_or(1));
             for lanes in [(1, 1), (lanes_of(x.1), lanes_of(k.0))] {
                 for pass in [Pass::Forward, Pass::GradInput, Pass::GradWeight] {
                     let imp =
